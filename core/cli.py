@@ -1,0 +1,205 @@
+"""The ``crio`` command: the daemon and its subcommands.
+
+``crio`` alone runs the daemon; ``crio config`` prints the configuration as
+commented TOML, ``crio plugins`` lists the plugins found, ``crio version``
+prints versions. Any :class:`~crio.errors.CrioError` ends the process with
+one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from crio import __version__, config
+from crio._toml import dumps_model
+from crio.errors import ConfigError, CrioError
+from crio.plugins import Plugins
+
+__all__ = ["main"]
+
+log = logging.getLogger("crio")
+
+LOG_LEVELS = {
+    "fatal": logging.CRITICAL,
+    "panic": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
+
+#: Command-line flags that override a crio.toml key: (flag, dotted key, type, help).
+_OVERRIDES: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("--root", "crio.root", str, "storage root directory"),
+    ("--runroot", "crio.runroot", str, "storage run-time directory"),
+    ("--storage-driver", "crio.storage_driver", str, "graph driver (overlay, vfs, ...)"),
+    ("--log-dir", "crio.log_dir", str, "default container log directory"),
+    ("--state-dir", "crio.state_dir", str, "directory of crio's pod and container records"),
+    ("--listen", "crio.api.listen", str, "CRI unix socket path"),
+    ("--stream-address", "crio.api.stream_address", str, "streaming server address"),
+    ("--stream-port", "crio.api.stream_port", int, "streaming server port (0: any free)"),
+    ("--default-runtime", "crio.runtime.default_runtime", str, "default runtime handler"),
+    ("--cgroup-manager", "crio.runtime.cgroup_manager", str, "cgroupfs or systemd"),
+    ("--conmon", "crio.runtime.conmon", str, "path to conmon"),
+    ("--container-exits-dir", "crio.runtime.container_exits_dir", str, "conmon exit files"),
+    (
+        "--container-attach-socket-dir",
+        "crio.runtime.container_attach_socket_dir",
+        str,
+        "conmon attach sockets",
+    ),
+    ("--namespaces-dir", "crio.runtime.namespaces_dir", str, "pinned namespaces"),
+    ("--pause-image", "crio.image.pause_image", str, "infra container image"),
+    ("--signature-policy", "crio.image.signature_policy", str, "policy.json path"),
+    ("--registries-conf", "crio.image.registries_conf", str, "registries.conf path"),
+    ("--network-dir", "crio.network.network_dir", str, "CNI config directory"),
+    ("--cni-default-network", "crio.network.cni_default_network", str, "CNI network name"),
+)
+_LIST_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("--storage-opt", "crio.storage_option", "driver option (repeatable)"),
+    ("--plugin-dir", "crio.network.plugin_dirs", "CNI plugin directory (repeatable)"),
+    ("--insecure-registry", "crio.image.insecure_registries", "insecure registry (repeatable)"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crio", description="A Kubernetes CRI v1 container runtime (after CRI-O)."
+    )
+    parser.add_argument("--config", help=f"main config file (default {config.DEFAULT_CONFIG_FILE})")
+    parser.add_argument(
+        "--config-dir", help=f"drop-in directory (default {config.DEFAULT_CONFIG_DIR})"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=sorted(LOG_LEVELS), help="log verbosity"
+    )
+    parser.add_argument("--version", action="version", version=f"crio {__version__}")
+    for flag, _key, kind, text in _OVERRIDES:
+        parser.add_argument(flag, type=kind, help=text)
+    for flag, _key, text in _LIST_OVERRIDES:
+        parser.add_argument(flag, action="append", help=text)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    show = sub.add_parser("config", help="print the configuration as commented TOML")
+    show.add_argument(
+        "--default", action="store_true", help="print the built-in defaults, ignoring files"
+    )
+    plugins = sub.add_parser("plugins", help="list the plugins found and whether they loaded")
+    plugins.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_parser("version", help="print crio's version")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for flag, key, _kind, _text in _OVERRIDES:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            found[key] = value
+    for flag, key, _text in _LIST_OVERRIDES:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value:
+            found[key] = value
+    return found
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    return config.load(args.config, args.config_dir, _overrides(args))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=LOG_LEVELS[level],
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _print_plugins(plugins: Plugins, fmt: str) -> None:
+    infos = plugins.infos()
+    if fmt == "json":
+        rows = [
+            {
+                "name": i.name,
+                "target": i.target,
+                "kinds": list(i.kinds),
+                "distribution": i.distribution,
+                "version": i.version,
+                "loaded": i.loaded,
+                "error": i.error,
+            }
+            for i in infos
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    table = [("NAME", "KINDS", "DISTRIBUTION", "VERSION", "STATUS")]
+    for i in infos:
+        status = "loaded" if i.loaded else f"not loaded: {i.error}"
+        table.append((i.name, ",".join(i.kinds) or "-", i.distribution, i.version, status))
+    widths = [max(len(row[c]) for row in table) for c in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row[:4])) + "  " + row[4])
+
+
+def _run_daemon(args: argparse.Namespace, cfg: config.Config) -> None:
+    from crio import daemon  # grpc and the stubs load only for the daemon
+
+    plugins = Plugins()
+    plugins.load_entry_points()
+
+    def reload() -> config.Config:
+        new = _load(args)
+        logging.getLogger().setLevel(LOG_LEVELS[args.log_level])
+        return new
+
+    asyncio.run(daemon.serve(cfg, plugins, reload=reload))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"crio version {__version__}")
+            return 0
+        if args.command == "config" and args.default:
+            print(dumps_model(config.Config(), _HEADER), end="")
+            return 0
+        cfg = _load(args)
+        if args.command == "config":
+            print(dumps_model(cfg, _HEADER), end="")
+            return 0
+        _setup_logging(args.log_level)
+        if args.command == "plugins":
+            plugins = Plugins()
+            plugins.load_entry_points()
+            _print_plugins(plugins, args.format)
+            return 0
+        try:
+            _run_daemon(args, cfg)
+        except ConfigError as exc:
+            if exc.key and not exc.file and cfg.origin(exc.key):
+                raise ConfigError(exc.detail, file=cfg.origin(exc.key), key=exc.key) from None
+            raise
+        return 0
+    except CrioError as exc:
+        print(f"crio: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+_HEADER = """\
+crio.toml: the configuration of crio, a Kubernetes CRI runtime.
+Read from /etc/crio/crio.conf, then /etc/crio/crio.conf.d/*.conf in lexical
+order; command-line flags override both. Every key is shown with its value."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The crio daemon: build the plugins' objects, serve CRI on the unix socket, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from crio import __version__
+from crio.config import Config
+from crio.errors import ConfigError, CrioError
+from crio.network import Network
+from crio.oci.runtime import Runtime
+from crio.plugins import Plugins
+from crio.server import HANDLERS
+from crio.server.deps import Deps
+from crio.server.service import generic_handlers
+
+__all__ = ["SocketInUseError", "claim_socket", "serve"]
+
+log = logging.getLogger("crio")
+
+#: How long in-flight RPCs may run on after SIGTERM before they are cancelled.
+STOP_GRACE_SECONDS = 5.0
+
+
+class SocketInUseError(CrioError):
+    """Another process serves on the configured socket."""
+
+
+def claim_socket(path: Path) -> None:
+    """Make ``path`` free for binding: create its directory, remove a stale socket.
+
+    :raises SocketInUseError: something answers on the socket (another crio).
+    :raises ConfigError: the path exists and is not a socket.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(
+            f"{path} exists and is not a socket; refusing to replace it", key="crio.api.listen"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+        log.info("removing stale socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise SocketInUseError(f"another process is serving on {path}; is crio already running?")
+
+
+@dataclass(slots=True)
+class _Components:
+    runtimes: dict[str, Runtime]
+    network: Network | None
+    network_error: str
+
+
+def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
+    """Ask the plugins for every handler first, so a bad handler fails before anything starts."""
+    return {
+        name: plugins.runtime(name, handler, config)
+        for name, handler in config.crio.runtime.runtimes.items()
+    }
+
+
+async def _start_components(config: Config, plugins: Plugins) -> _Components:
+    selected = _select_runtimes(config, plugins)
+    runtimes: dict[str, Runtime] = {}
+    try:
+        for name, runtime in selected.items():
+            await runtime.start()
+            runtimes[name] = runtime
+            handler = config.crio.runtime.runtimes[name]
+            log.info("runtime handler %s ready (runtime_type %s)", name, handler.runtime_type)
+    except BaseException:
+        await _close_all(runtimes.values())
+        raise
+    network: Network | None = None
+    network_error = ""
+    try:
+        network = plugins.network(config.crio.network, Path(config.crio.runroot) / "crio-net")
+        await network.start()
+    except CrioError as exc:
+        # Pods with host networking still work; NetworkReady says why others do not.
+        network, network_error = None, str(exc)
+        log.warning("no pod network: %s", exc)
+    return _Components(runtimes, network, network_error)
+
+
+async def _close_all(closables: object) -> None:
+    for item in list(closables):  # type: ignore[call-overload]
+        with contextlib.suppress(Exception):
+            await item.close()
+
+
+def _bind(server: grpc.aio.Server, path: Path) -> None:
+    # Bind under a umask that yields 0660, so the socket is never more open
+    # than that, not even between bind and chmod.
+    old = os.umask(0o117)
+    try:
+        port = server.add_insecure_port(f"unix://{path}")
+    finally:
+        os.umask(old)
+    if port == 0:
+        raise CrioError(f"cannot listen on {path}")
+    os.chmod(path, 0o660)
+
+
+async def serve(
+    config: Config,
+    plugins: Plugins,
+    reload: Callable[[], Config] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve CRI until SIGTERM or SIGINT; SIGHUP calls ``reload`` and re-configures plugins."""
+    listen = Path(config.crio.api.listen)
+    claim_socket(listen)
+    plugins.configure(config)
+    parts = await _start_components(config, plugins)
+    deps = Deps(
+        config=config,
+        plugins=plugins,
+        runtimes=parts.runtimes,
+        network=parts.network,
+        network_error=parts.network_error,
+    )
+    api = config.crio.api
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", api.grpc_max_send_msg_size),
+            ("grpc.max_receive_message_length", api.grpc_max_recv_msg_size),
+        ]
+    )
+    server.add_generic_rpc_handlers(generic_handlers(deps, HANDLERS))
+    try:
+        _bind(server, listen)
+        await server.start()
+        log.info("crio %s serving CRI v1 on %s", __version__, listen)
+        if ready is not None:
+            ready()
+        await _wait_for_stop(plugins, reload)
+        log.info("stopping: letting in-flight calls finish for up to %.0fs", STOP_GRACE_SECONDS)
+        await server.stop(grace=STOP_GRACE_SECONDS)
+    finally:
+        await _close_all(parts.runtimes.values())
+        if parts.network is not None:
+            await _close_all([parts.network])
+        with contextlib.suppress(FileNotFoundError):
+            listen.unlink()
+        log.info("crio stopped")
+
+
+async def _wait_for_stop(plugins: Plugins, reload: Callable[[], Config] | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        if reload is None:
+            return
+        try:
+            new = reload()
+        except CrioError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        plugins.configure(new)
+        log.info("configuration reloaded")
+
+    handlers: Mapping[int, Callable[[], None]] = {
+        signal.SIGTERM: stop.set,
+        signal.SIGINT: stop.set,
+        signal.SIGHUP: on_hup,
+    }
+    for signum, handler in handlers.items():
+        loop.add_signal_handler(signum, handler)
+    try:
+        await stop.wait()
+    finally:
+        for signum in handlers:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,1 @@
+"""kpod: the daemonless CLI over crio's image and container store."""

@@ -1,0 +1,258 @@
+"""The ``Runtime`` contract: what an OCI runtime plugin does for core.
+
+A runtime is sandbox-aware: it owns the pod sandbox (runc: the pod's pinned
+namespaces and cgroup; a VM runtime: the VM), and every container is created
+inside one. Core never assumes that a container's processes are visible on
+the host; everything it needs goes through these methods.
+
+All methods are coroutines and must be safe to call concurrently for
+different objects; core serialises calls on one pod or one container.
+Failures are raised as :class:`crio.errors.CrioError` subclasses, usually
+:class:`~crio.errors.OCIRuntimeError` carrying the runtime's stderr.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ContainerSpec",
+    "ContainerState",
+    "ContainerStats",
+    "ExecResult",
+    "NamespaceMode",
+    "PodNamespaces",
+    "Runtime",
+    "SandboxSpec",
+    "State",
+    "StreamIO",
+]
+
+
+class NamespaceMode(enum.Enum):
+    """CRI ``NamespaceMode``: whose namespace a pod or container uses."""
+
+    POD = 0
+    CONTAINER = 1
+    NODE = 2
+    TARGET = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PodNamespaces:
+    """Paths of a pod's pinned namespaces; None where the pod uses the host's."""
+
+    network: str | None = None
+    ipc: str | None = None
+    uts: str | None = None
+    pid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """Everything a runtime needs to make a pod sandbox.
+
+    ``run_dir`` is a directory of the pod's own (under crio's runroot) that
+    the runtime may fill; it is removed with the pod.
+    """
+
+    pod_sandbox_id: str
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    hostname: str
+    run_dir: Path
+    log_directory: str = ""
+    cgroup_parent: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    network_mode: NamespaceMode = NamespaceMode.POD
+    pid_mode: NamespaceMode = NamespaceMode.CONTAINER
+    ipc_mode: NamespaceMode = NamespaceMode.POD
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    privileged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """A container to create inside ``pod_sandbox_id``.
+
+    ``oci_spec`` is the OCI runtime-spec ``config.json`` that core built from
+    the CRI request and the image, with host paths (``root.path`` is the
+    mounted rootfs). A runtime that runs containers elsewhere (a VM)
+    rewrites the paths it needs to. ``bundle`` is an empty directory of the
+    container's own where the runtime writes config.json and its files.
+    """
+
+    container_id: str
+    pod_sandbox_id: str
+    name: str
+    bundle: Path
+    oci_spec: Mapping[str, Any]
+    log_path: str = ""
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+class State(enum.Enum):
+    """The runtime's view of one container."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """What :meth:`Runtime.container_state` reports.
+
+    Times are nanoseconds since the epoch (CRI's unit); 0 means "not yet".
+    ``reason`` is CRI's: "Completed", "Error", "OOMKilled", or a runtime's
+    own explanation when the container was lost.
+    """
+
+    state: State
+    pid: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """The outcome of :meth:`Runtime.exec_sync`."""
+
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """Resource use of one container at ``timestamp`` (ns since the epoch)."""
+
+    timestamp: int
+    cpu_usage_core_nanoseconds: int = 0
+    memory_working_set_bytes: int = 0
+    memory_usage_bytes: int = 0
+    oom_kill_count: int = 0
+
+
+class StreamIO(Protocol):
+    """The client side of an exec or attach session, given by the streaming server.
+
+    ``stdin`` yields the bytes the client sends and ends at its EOF (None
+    when the client sent no stdin); ``resize`` yields (width, height) pairs.
+    ``write_stdout``/``write_stderr`` deliver output to the client.
+    """
+
+    tty: bool
+    stdin: AsyncIterator[bytes] | None
+    resize: AsyncIterator[tuple[int, int]] | None
+
+    async def write_stdout(self, data: bytes) -> None: ...
+
+    async def write_stderr(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """One configured handler's runtime (what ``crio_runtime`` returns).
+
+    Lifecycle of a pod: :meth:`create_sandbox` (namespaces exist afterwards;
+    its result names the network namespace CNI must set up),
+    network set-up by core, :meth:`start_sandbox`, containers,
+    :meth:`stop_sandbox`, network tear-down, :meth:`remove_sandbox`.
+    Stop and remove methods are idempotent: an object that is already
+    stopped or gone is not an error.
+    """
+
+    async def start(self) -> None:
+        """Called once when crio starts, before any other method: check the
+        runtime's binaries, prepare directories, and re-attach to the pods and
+        containers it finds from an earlier run (see :meth:`restore`)."""
+
+    async def close(self) -> None:
+        """Called once when crio stops. Containers keep running."""
+
+    def ready(self) -> tuple[bool, str, str]:
+        """RuntimeReady for this handler: (ready, reason, message); cheap, no I/O wait."""
+
+    async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
+        """Create the pod's namespaces (pinned, no process needed) and cgroup.
+
+        :returns: the paths of the namespaces; ``network`` is where core runs CNI.
+        """
+
+    async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
+        """Make the sandbox ready for containers once its network is set up.
+
+        :param network: what the network plugin reported (interfaces, IPs,
+            routes, MACs), for runtimes that must wire a VM to it; empty for
+            host-network pods.
+        """
+
+    async def stop_sandbox(self, pod_sandbox_id: str) -> None:
+        """Kill every process of the pod (containers included). Idempotent."""
+
+    async def remove_sandbox(self, pod_sandbox_id: str) -> None:
+        """Release the namespaces, cgroup and files of a stopped pod. Idempotent."""
+
+    async def create_container(self, spec: ContainerSpec) -> None:
+        """Create (not start) the container, with its monitor writing ``log_path``."""
+
+    async def start_container(self, container_id: str) -> None:
+        """Start the container's process."""
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        """Send the stop signal, wait up to ``timeout`` seconds, then SIGKILL. Idempotent."""
+
+    async def remove_container(self, container_id: str) -> None:
+        """Delete a stopped container from the runtime. Idempotent."""
+
+    async def container_state(self, container_id: str) -> ContainerState:
+        """Report the container's state; a lost container is STOPPED with a reason."""
+
+    async def exec_sync(
+        self, container_id: str, command: Sequence[str], timeout: float
+    ) -> ExecResult:
+        """Run ``command`` in the container and collect its output.
+
+        ``timeout`` 0 means none; on timeout the process is killed and
+        :class:`~crio.errors.CrioError` is raised naming the timeout.
+        """
+
+    async def exec(self, container_id: str, command: Sequence[str], io: StreamIO) -> int:
+        """Run ``command`` attached to ``io``; return its exit code.
+
+        The process is killed if the client goes away (``io.stdin`` raises or
+        the coroutine is cancelled).
+        """
+
+    async def attach(self, container_id: str, io: StreamIO) -> None:
+        """Connect ``io`` to the container's own stdio until the client detaches."""
+
+    async def port_forward(self, pod_sandbox_id: str, port: int) -> tuple[Any, Any]:
+        """Open a TCP connection to ``port`` inside the pod's network namespace.
+
+        :returns: an ``(asyncio.StreamReader, asyncio.StreamWriter)`` pair.
+        """
+
+    async def update_resources(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        """Apply new limits; ``resources`` is an OCI ``linux.resources`` object."""
+
+    async def reopen_log(self, container_id: str) -> None:
+        """Make the monitor reopen the container's log file (after rotation)."""
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        """Sample the container's resource use."""

@@ -1,0 +1,37 @@
+"""What every RPC handler may use: narrow references, no behaviour."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crio.config import Config
+    from crio.network import Network
+    from crio.oci.runtime import Runtime
+    from crio.plugins import Plugins
+
+__all__ = ["Deps", "NodeInfo"]
+
+
+@dataclass(slots=True)
+class NodeInfo:
+    """Node-wide facts the kubelet tells crio at run time (not persisted: it resends them)."""
+
+    pod_cidr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The collaborators of the CRI handlers."""
+
+    config: Config
+    plugins: Plugins
+    runtimes: Mapping[str, Runtime]
+    network: Network | None
+    #: Why there is no network plugin, for NetworkReady's message.
+    network_error: str = ""
+    node: NodeInfo = field(default_factory=NodeInfo)
+    clock: Callable[[], int] = time.time_ns

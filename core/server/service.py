@@ -1,0 +1,145 @@
+"""The gRPC face of the CRI handlers.
+
+Method handlers are built from the proto's service descriptors, so every RPC
+of ``runtime.v1`` is served: those with a handler call it, the rest answer
+UNIMPLEMENTED. Each call is wrapped once here: request decoding errors and
+:class:`~crio.errors.CrioError` become status codes, anything else is a bug
+answered INTERNAL with its traceback in the log, and every call is logged
+with its duration at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from crio.api import api_pb2 as api
+from crio.errors import CrioError
+from crio.server.deps import Deps
+from crio.server.status import status_code
+
+__all__ = ["SERVICES", "Handler", "StreamHandler", "generic_handlers"]
+
+log = logging.getLogger("crio.server")
+
+Handler = Callable[[Deps, Any], Awaitable[Message]]
+StreamHandler = Callable[[Deps, Any], AsyncIterator[Message]]
+
+SERVICES = ("RuntimeService", "ImageService")
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return _Undecodable(exc)
+
+    return decode
+
+
+async def _fail(context: grpc.aio.ServicerContext, rpc: str, exc: Exception) -> None:
+    if isinstance(exc, CrioError):
+        code = status_code(exc)
+        level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "%s failed: %s: %s", rpc, code.name, exc)
+        await context.abort(code, str(exc))
+    log.error("%s failed with an unexpected error", rpc, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"{rpc}: internal error: {type(exc).__name__}: {exc}"
+    )
+
+
+def _unary(rpc: str, deps: Deps, handler: Handler | None) -> Callable[..., Awaitable[Message]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Message:
+        started = time.perf_counter()
+        try:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{rpc}: request is not a valid message: {request.error}",
+                )
+            if handler is None:
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented by crio"
+                )
+            try:
+                return await handler(deps, request)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _fail(context, rpc, exc)
+                raise  # unreachable: abort raised
+        finally:
+            log.debug("%s done in %.2f ms", rpc, (time.perf_counter() - started) * 1000)
+
+    return call
+
+
+def _stream(
+    rpc: str, deps: Deps, handler: StreamHandler | None
+) -> Callable[..., AsyncIterator[Message]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        log.debug("%s opened", rpc)
+        if isinstance(request, _Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{rpc}: request is not a valid message: {request.error}",
+            )
+        if handler is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented by crio")
+        try:
+            async for message in handler(deps, request):
+                yield message
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, rpc, exc)
+        finally:
+            log.debug("%s closed", rpc)
+
+    return call
+
+
+def generic_handlers(
+    deps: Deps, handlers: Mapping[str, Handler | StreamHandler]
+) -> list[grpc.GenericRpcHandler]:
+    """One generic handler per CRI service, covering every RPC of the proto."""
+    known = {m.name for s in SERVICES for m in api.DESCRIPTOR.services_by_name[s].methods}
+    unknown = set(handlers) - known
+    if unknown:
+        raise ValueError(f"handlers for RPCs the proto does not have: {sorted(unknown)}")
+    result = []
+    for service_name in SERVICES:
+        service = api.DESCRIPTOR.services_by_name[service_name]
+        methods = {}
+        for method in service.methods:
+            request_cls = getattr(api, method.input_type.name)
+            response_cls = getattr(api, method.output_type.name)
+            handler = handlers.get(method.name)
+            if method.server_streaming:
+                methods[method.name] = grpc.unary_stream_rpc_method_handler(
+                    _stream(method.name, deps, handler),  # type: ignore[arg-type]
+                    request_deserializer=_decoder(request_cls),
+                    response_serializer=response_cls.SerializeToString,
+                )
+            else:
+                methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                    _unary(method.name, deps, handler),  # type: ignore[arg-type]
+                    request_deserializer=_decoder(request_cls),
+                    response_serializer=response_cls.SerializeToString,
+                )
+        result.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    return result

@@ -1,0 +1,1 @@
+"""Helpers shared by crio's tests (on sys.path through pytest's ``pythonpath``)."""
