@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from crio.network import NetworkStatus, PodNetwork, PortMapping, bandwidth_from_
 from crio_plugins.net_cni.cache import CacheRecord, ResultCache
 from crio_plugins.net_cni.confdir import ConfigWatcher, NetworkList
 from crio_plugins.net_cni.executor import PluginRunner, gc, run_operation
+from crio_plugins.net_cni.executor import status as plugin_status
 from crio_plugins.net_cni.protocol import (
+    GC_VERSIONS,
     Attachment,
     Operation,
     Result,
@@ -30,6 +34,8 @@ log = logging.getLogger("crio.net_cni")
 #: Burst given with a bandwidth limit, in bits: as CRI-O, "no burst limit".
 BANDWIDTH_BURST = 2**32 - 1
 _PROTOCOLS = ("tcp", "udp", "sctp")
+#: Seconds between STATUS calls for CNI 1.1 lists (when Status RPCs ask).
+STATUS_INTERVAL = 10.0
 
 
 def _port_mappings(ports: Collection[PortMapping]) -> list[dict[str, Any]]:
@@ -116,6 +122,9 @@ class CNINetwork:
         self.pod_cidr = ""
         self._records: dict[str, CacheRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._plugin_status: dict[int, tuple[float, str]] = {}
+        self._status_network: NetworkList | None = None
+        self._status_task: asyncio.Task[None] | None = None
 
     # -- life cycle -----------------------------------------------------------
 
@@ -128,15 +137,49 @@ class CNINetwork:
             log.warning("CNI network not ready: %s", why)
         else:
             log.info("CNI network %s from %s", network.name, network.source)
+            await self.refresh_status()
 
     async def close(self) -> None:
-        return None
+        task, self._status_task = self._status_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def ready(self) -> tuple[bool, str, str]:
         network, why = self.configs.current()
         if network is None:
             return False, "NetworkPluginNotReady", f"cni config uninitialized: {why}"
+        if network.cni_version not in GC_VERSIONS:
+            return True, "", ""
+        # CNI 1.1 lists answer STATUS: report the last answer, ask again now and then.
+        checked = self._plugin_status.get(id(network))
+        now = time.monotonic()
+        if (checked is None or now - checked[0] > STATUS_INTERVAL) and self._status_task is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nobody to ask
+                self._status_task = asyncio.get_running_loop().create_task(self.refresh_status())
+        if checked is None:
+            return False, "NetworkPluginNotReady", "waiting for the CNI plugins' STATUS"
+        if checked[1]:
+            return False, "NetworkPluginNotReady", checked[1]
         return True, "", ""
+
+    async def refresh_status(self) -> None:
+        """Ask the plugins of a CNI 1.1 list for ``STATUS`` now (ready() reports the answer)."""
+        try:
+            network, _ = self.configs.current()
+            if network is None or network.cni_version not in GC_VERSIONS:
+                return
+            problem = ""
+            try:
+                await plugin_status(self.runner, network)
+            except CrioError as exc:
+                problem = str(exc)
+            self._plugin_status = {id(network): (time.monotonic(), problem)}
+            self._status_network = network  # keeps id(network) unique while cached
+        finally:
+            if self._status_task is asyncio.current_task():
+                self._status_task = None
 
     async def update_pod_cidr(self, pod_cidr: str) -> None:
         self.pod_cidr = pod_cidr
