@@ -26,6 +26,7 @@ from crio_plugins.net_cni.protocol import (
     format_cni_args,
     parse_result,
 )
+from crio_plugins.net_cni.standin import standin_netns
 
 __all__ = ["BANDWIDTH_BURST", "CNINetwork", "capability_args"]
 
@@ -275,10 +276,21 @@ class CNINetwork:
         nor keep the record, because plugins that never got as far as ADD may
         fail to delete what they never made (Debian's bridge 1.1.1 does, with
         iptables-nft), and StopPodSandbox must not fail on that for ever.
+        When the pod's netns is gone, DEL runs in a stand-in (see :mod:`.standin`).
         """
+        gone = not netns or not os.path.exists(netns)
+        addresses: tuple[str, ...] = ()
+        if gone and record.result is not None:
+            version = str(record.network.get("cniVersion", ""))
+            addresses = parse_result(record.result, version, "cache").pod_addresses()
+        if addresses:
+            async with standin_netns(record.ifname, addresses) as standin:
+                await self._run_delete(record, standin)
+        else:
+            await self._run_delete(record, "" if gone else netns)
+
+    async def _run_delete(self, record: CacheRecord, netns: str) -> None:
         network = NetworkList.from_raw(record.network)
-        if netns and not os.path.exists(netns):
-            netns = ""  # gone: plugins then release what they can without it
         attachment = Attachment(
             container_id=record.container_id,
             netns=netns,

@@ -164,12 +164,7 @@ class Result:
     dns: DNS = DNS()
     raw: Mapping[str, Any] = field(default_factory=dict)
 
-    def pod_ips(self) -> tuple[str, ...]:
-        """Addresses on the pod's side (IPv4 first, then IPv6), without prefix length.
-
-        An address counts when its ``interface`` is a sandbox interface, or
-        when it names no interface (IPAM-only results).
-        """
+    def _pod_addresses(self) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
         found = []
         for ip in self.ips:
             idx = ip.interface
@@ -177,7 +172,19 @@ class Result:
                 continue
             found.append(ip.address)
         found.sort(key=lambda a: a.version)
-        return tuple(str(a.ip) for a in found)
+        return found
+
+    def pod_ips(self) -> tuple[str, ...]:
+        """Addresses on the pod's side (IPv4 first, then IPv6), without prefix length.
+
+        An address counts when its ``interface`` is a sandbox interface, or
+        when it names no interface (IPAM-only results).
+        """
+        return tuple(str(a.ip) for a in self._pod_addresses())
+
+    def pod_addresses(self) -> tuple[str, ...]:
+        """The same addresses as :meth:`pod_ips`, in CIDR form (``10.85.0.2/16``)."""
+        return tuple(str(a) for a in self._pod_addresses())
 
     def pod_interfaces(self) -> tuple[Interface, ...]:
         """The interfaces inside the pod."""
