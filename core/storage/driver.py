@@ -1,13 +1,24 @@
 """The ``GraphDriver`` contract: how a storage plugin keeps layers.
 
 A graph driver stores a tree of layers, each the difference to its parent,
-and can present any layer as a directory (``get``). The operations follow
-containers/storage's ``graphdriver.Driver`` so that a layer store written by
-crio is the one skopeo and podman read. Layer metadata (layers.json,
-images.json ...) is core's business (``crio.storage``), not the driver's.
+and can present any layer as a directory (:meth:`GraphDriver.get`). The
+operations follow containers/storage's ``graphdriver.Driver`` so that a
+layer store written by crio is the one skopeo and podman read. Layer
+metadata (``layers.json``, ``images.json`` ...), reference counting of
+mounts, locking and digests are core's business (:mod:`crio.storage`), not
+the driver's: core calls a driver for one layer at a time and never calls
+two mutating methods for the same layer concurrently.
 
-Methods are coroutines; implementations run blocking file work in threads.
-Ids are the 64-hex layer ids core chooses.
+Methods are coroutines; implementations run blocking file work in threads
+(``asyncio.to_thread``) so that crio's event loop never blocks. Layer ids
+are the 64-hex ids core chooses. A driver keeps everything under ``home``
+(``ROOT/NAME``) and run-time state under ``runroot``.
+
+To write a driver, implement this Protocol in a plugin and return an
+instance from the ``crio_graph_driver`` hook for your name. The helpers a
+driver needs for tars are public: :func:`crio.storage.apply_tar` (safe
+extraction with whiteout translation, tar-split) and
+:func:`crio.storage.tar_directory` (a tar of a directory's changes).
 """
 
 from __future__ import annotations
@@ -16,7 +27,10 @@ import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from crio.storage._applier import ApplyResult
 
 __all__ = ["Change", "ChangeKind", "GraphDriver", "WhiteoutFormat"]
 
@@ -37,6 +51,8 @@ class WhiteoutFormat(enum.Enum):
 
 
 class ChangeKind(enum.Enum):
+    """A change's letter as ``kpod diff`` prints it (Docker's convention)."""
+
     MODIFY = "C"
     ADD = "A"
     DELETE = "D"
@@ -44,7 +60,10 @@ class ChangeKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One changed path of a layer against its parent (``kpod diff``)."""
+    """One changed path of a layer against its parent (``kpod diff``).
+
+    ``path`` is absolute inside the container (``/etc/hosts``).
+    """
 
     path: str
     kind: ChangeKind
@@ -52,56 +71,105 @@ class Change:
 
 @runtime_checkable
 class GraphDriver(Protocol):
-    """One storage driver instance, rooted at ``home`` (e.g. ROOT/overlay)."""
+    """One storage driver instance, rooted at ``home`` (e.g. ROOT/overlay).
+
+    Attributes:
+        name: the driver's name as ``storage_driver`` spells it ("overlay").
+        home: the driver's directory, ``ROOT/NAME``.
+        whiteout_format: how the driver's layer directories record deletions;
+            :func:`crio.storage.apply_tar` needs it.
+    """
 
     name: str
     home: Path
     whiteout_format: WhiteoutFormat
 
     async def status(self) -> Sequence[tuple[str, str]]:
-        """Pairs describing the driver's state for ``kpod info`` (backing fs, ...)."""
+        """Pairs describing the driver's state for ``kpod info``.
+
+        For example ``[("Backing Filesystem", "extfs"), ("Supports d_type", "true")]``.
+        """
 
     async def create(self, layer_id: str, parent: str | None, read_write: bool = False) -> None:
         """Make an empty layer on top of ``parent`` (None: a base layer).
 
-        ``read_write`` marks a container's writable layer.
+        :param layer_id: the new layer's id; it does not exist yet in the driver.
+        :param parent: an existing layer of this driver, or None.
+        :param read_write: the layer is a container's writable layer (no
+            diff will be applied; it will be mounted read-write).
+        :raises crio.errors.StorageError: the layer could not be made; nothing
+            of it is left behind.
         """
 
     async def remove(self, layer_id: str) -> None:
-        """Remove a layer and its files; removing an absent layer is not an error."""
+        """Remove a layer and its files.
+
+        The layer is not mounted (core unmounted it). Removing an absent layer
+        is not an error.
+        """
 
     async def exists(self, layer_id: str) -> bool:
         """Whether the driver holds ``layer_id``."""
 
+    async def layers(self) -> Sequence[str]:
+        """The ids of every layer the driver holds (for cleaning up after a crash)."""
+
     async def get(self, layer_id: str, mount_options: Sequence[str] = ()) -> Path:
         """Mount (or otherwise present) the layer with its parents; return the directory.
 
-        Core counts references; each ``get`` is matched by one ``put``.
+        :param mount_options: extra options, e.g. ``("ro",)`` for an image's
+            top layer; a container's writable layer is mounted read-write.
+
+        Core counts references across processes; a driver's ``get`` is called
+        only when the layer is not presented yet, and is matched by one
+        :meth:`put`. Calling ``get`` for a layer that is already presented
+        returns the same directory without mounting twice.
         """
 
     async def put(self, layer_id: str) -> None:
-        """Undo one ``get``: unmount when the driver needs to."""
+        """Undo :meth:`get`: unmount when the driver needs to. Not mounted: no error."""
 
-    async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> int:
-        """Extract the uncompressed tar stream ``diff`` into the layer.
+    async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> ApplyResult:
+        """Extract the uncompressed tar stream ``diff`` into the (empty) layer.
 
-        Whiteouts are translated into :attr:`whiteout_format`; hostile
-        entries are refused (see ``crio.storage.tarapply``).
+        Read ``diff`` to its end, from a thread (it is a blocking file-like
+        object). Whiteouts are translated into :attr:`whiteout_format`;
+        hostile members are refused (see :mod:`crio.storage.tarapply`).
+        Drivers that keep layers as plain directories call
+        :func:`crio.storage.apply_tar`, which does all of that.
 
-        :returns: the size in bytes of the applied content.
+        :returns: the applied size and, where the layer's files can be read
+            back by name from :meth:`layer_dir`, the tar-split metadata that
+            lets core hand out the original tar again.
+        :raises crio.storage.HostileLayerError: a member was refused.
         """
 
     def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
-        """The layer's changes against ``parent`` as an uncompressed tar stream."""
+        """The layer's changes against ``parent`` as an uncompressed tar stream.
+
+        Deletions appear as ``.wh.NAME`` members, opaque directories as
+        ``.wh..wh..opq``, whatever the driver's own format.
+        """
 
     async def changes(self, layer_id: str, parent: str | None) -> Sequence[Change]:
-        """The layer's changed paths against ``parent``."""
+        """The layer's changed paths against ``parent``, sorted by path."""
 
     async def diff_size(self, layer_id: str, parent: str | None) -> int:
-        """Bytes the layer adds to ``parent``."""
+        """Bytes of file content the layer adds or changes against ``parent``."""
+
+    async def layer_dir(self, layer_id: str) -> Path | None:
+        """The directory holding the layer's own files by their archive names.
+
+        Overlay: ``ID/diff``; vfs: the layer's full copy. Core reads a
+        layer's original tar back from here with tar-split. None when the
+        driver cannot show the files without mounting.
+        """
 
     async def metadata(self, layer_id: str) -> Mapping[str, str]:
         """Driver details of one layer (for overlay: UpperDir, LowerDir, WorkDir, MergedDir)."""
 
     async def cleanup(self) -> None:
-        """Unmount everything the driver mounted; called when the store closes."""
+        """Release what the driver holds in this process; called when the store closes.
+
+        Mounts that core still counts stay mounted: other processes may use them.
+        """

@@ -1,6 +1,8 @@
-"""storage_overlay: the ``overlay`` graph driver.
+"""storage_overlay: the ``overlay`` graph driver (containers/storage's layout).
 
-Declares what it will provide; selecting it is refused until the driver lands.
+Layers are overlayfs directories under ``ROOT/overlay`` with short links in
+``ROOT/overlay/l``; see :mod:`crio_plugins.storage_overlay.driver`. It is the
+default driver where the kernel has overlayfs.
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.storage_overlay.driver import OverlayDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -17,7 +19,9 @@ NAME = "overlay"
 
 
 @hookimpl(trylast=True)
-def crio_graph_driver(name: str, home: Path, runroot: Path, options: Sequence[str]) -> None:
+def crio_graph_driver(
+    name: str, home: Path, runroot: Path, options: Sequence[str]
+) -> OverlayDriver | None:
     if name != NAME:
         return None
-    raise UnsupportedError(f"storage driver {NAME!r} is not built yet")
+    return OverlayDriver(home, runroot, options)

@@ -1,6 +1,6 @@
-"""storage_vfs: the ``vfs`` graph driver.
+"""storage_vfs: the ``vfs`` graph driver: every layer a full copy; works anywhere.
 
-Declares what it will provide; selecting it is refused until the driver lands.
+See :mod:`crio_plugins.storage_vfs.driver`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.storage_vfs.driver import VfsDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -17,7 +17,9 @@ NAME = "vfs"
 
 
 @hookimpl(trylast=True)
-def crio_graph_driver(name: str, home: Path, runroot: Path, options: Sequence[str]) -> None:
+def crio_graph_driver(
+    name: str, home: Path, runroot: Path, options: Sequence[str]
+) -> VfsDriver | None:
     if name != NAME:
         return None
-    raise UnsupportedError(f"storage driver {NAME!r} is not built yet")
+    return VfsDriver(home, runroot, options)

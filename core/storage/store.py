@@ -1,0 +1,477 @@
+"""The image, layer and container store (see :mod:`crio.storage` for the tour)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gzip
+import json
+import logging
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from crio.errors import (
+    AlreadyExistsError,
+    InvalidRequestError,
+    NotFoundError,
+    StorageError,
+    UnsupportedError,
+    WrongStateError,
+)
+from crio.storage import _recordops as ops
+from crio.storage._catalog import DeletedImage, _Catalog
+from crio.storage._files import LockFile, atomic_write
+from crio.storage._recordfile import RecordFile
+from crio.storage._streams import AsyncBridge, LayerReader
+from crio.storage.driver import Change, GraphDriver
+from crio.storage.mount import is_mountpoint
+from crio.storage.records import Container, Image, Layer, now
+from crio.storage.tarsplit import assemble
+
+if TYPE_CHECKING:
+    from crio.plugins import Plugins
+
+__all__ = ["Blob", "DeletedImage", "Store", "select_driver"]
+
+log = logging.getLogger("crio.storage")
+
+#: What :meth:`Store.put_layer` reads a layer blob from.
+Blob = bytes | Path | IO[bytes] | AsyncIterable[bytes]
+
+#: Tried in this order when ``storage_driver`` is empty.
+DEFAULT_DRIVERS = ("overlay", "vfs")
+
+
+def select_driver(
+    plugins: Plugins, root: Path, runroot: Path, name: str, options: Sequence[str]
+) -> GraphDriver:
+    """The driver ``name``; with an empty name the one already used in ``root``,
+    else overlay where the kernel supports it, else vfs (and log which).
+
+    :raises ConfigError: no plugin provides the driver.
+    :raises UnsupportedError: the driver cannot work on this host.
+    """
+    if name:
+        return plugins.graph_driver(name, root / name, runroot, options)
+    used = [n for n in DEFAULT_DRIVERS if (root / f"{n}-layers" / "layers.json").exists()]
+    reasons: list[str] = []
+    for candidate in used or DEFAULT_DRIVERS:
+        try:
+            driver = plugins.graph_driver(candidate, root / candidate, runroot, options)
+        except UnsupportedError as exc:
+            reasons.append(str(exc))
+            log.info("storage driver %s is not usable here: %s", candidate, exc)
+            continue
+        log.info("storage_driver is empty: using %s", candidate)
+        return driver
+    raise UnsupportedError("no storage driver works on this host: " + "; ".join(reasons))
+
+
+class Store(_Catalog):
+    """One open store: ``root`` and ``runroot`` with one graph driver.
+
+    Safe to use from one event loop, alongside other processes (crio, kpod,
+    podman, skopeo) using the same directories.
+    """
+
+    def __init__(self, root: Path, runroot: Path, driver: GraphDriver) -> None:
+        self.root = root
+        self.runroot = runroot
+        self.driver = driver
+        name = driver.name
+        self.layers_dir = root / f"{name}-layers"
+        self.images_dir = root / f"{name}-images"
+        self.containers_dir = root / f"{name}-containers"
+        self.run_layers_dir = runroot / f"{name}-layers"
+        self.run_containers_dir = runroot / f"{name}-containers"
+        self.incomplete_dir = self.run_layers_dir / "incomplete"
+        self._layers = RecordFile(
+            self.layers_dir / "layers.json", LockFile.at(self.layers_dir / "layers.lock"), Layer
+        )
+        self._images = RecordFile(
+            self.images_dir / "images.json", LockFile.at(self.images_dir / "images.lock"), Image
+        )
+        self._containers = RecordFile(
+            self.containers_dir / "containers.json",
+            LockFile.at(self.containers_dir / "containers.lock"),
+            Container,
+        )
+        self._mounts_lock = LockFile.at(self.run_layers_dir / "mountpoints.lock")
+        self._mounts_path = self.run_layers_dir / "mountpoints.json"
+
+    # -- opening ---------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        root: Path | str,
+        runroot: Path | str,
+        driver: str = "",
+        options: Sequence[str] = (),
+        plugins: Plugins | None = None,
+    ) -> Store:
+        """Open (creating if needed) the store and clean up after crashed writers.
+
+        :param driver: ``storage_driver``; empty picks one (see :func:`select_driver`).
+        :param plugins: the plugin host; None loads the ``crio.plugins`` entry points.
+        """
+        from crio.plugins import Plugins
+
+        root, runroot = Path(root), Path(runroot)
+        if plugins is None:
+            plugins = Plugins()
+            plugins.load_entry_points()
+        for path in (root, runroot):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        chosen = select_driver(plugins, root, runroot, driver, options)
+        store = cls(root, runroot, chosen)
+        for path in (
+            store.layers_dir,
+            store.images_dir,
+            store.containers_dir,
+            store.run_layers_dir,
+            store.run_containers_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (root / "storage.lock").touch(exist_ok=True)
+        await store.repair()
+        return store
+
+    async def close(self) -> None:
+        await self.driver.cleanup()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _locked(
+        self, layers: bool = False, images: bool = False, containers: bool = False
+    ) -> AsyncIterator[None]:
+        """Hold the chosen locks, always in containers/storage's order."""
+        async with contextlib.AsyncExitStack() as stack:
+            for wanted, records in (
+                (layers, self._layers),
+                (images, self._images),
+                (containers, self._containers),
+            ):
+                if wanted:
+                    await stack.enter_async_context(records.lock.hold())
+            yield
+
+    async def repair(self) -> list[str]:
+        """Remove what crashed writers left: incomplete layers and unrecorded driver layers.
+
+        Runs on every :meth:`open`; returns the ids removed.
+        """
+        removed: list[str] = []
+        async with self._locked(layers=True):
+            layers = self._layers.read()
+            for layer in [layer for layer in layers if layer.incomplete]:
+                log.warning("removing layer %s left incomplete by a crashed writer", layer.id)
+                await self.driver.remove(layer.id)
+                self._tar_split_path(layer.id).unlink(missing_ok=True)
+                layers = [x for x in layers if x.id != layer.id]
+                removed.append(layer.id)
+            if removed:
+                await asyncio.to_thread(self._layers.write, layers)
+            known = {layer.id for layer in layers}
+            for layer_id in await self.driver.layers():
+                if layer_id in known:
+                    continue
+                marker = LockFile.at(self.incomplete_dir / f"{layer_id}.lock")
+                if not marker.try_acquire():
+                    continue  # being applied by a live process
+                try:
+                    log.warning("removing layer %s left half-applied by a crashed writer", layer_id)
+                    await self.driver.remove(layer_id)
+                    marker.path.unlink(missing_ok=True)
+                    removed.append(layer_id)
+                finally:
+                    marker.release()
+        return removed
+
+    # -- paths -----------------------------------------------------------
+
+    def _tar_split_path(self, layer_id: str) -> Path:
+        return self.layers_dir / f"{layer_id}.tar-split.gz"
+
+    def container_dir(self, container_id: str) -> Path:
+        """``ROOT/DRIVER-containers/ID/userdata``: a container's persistent files."""
+        return self.containers_dir / container_id / "userdata"
+
+    def container_run_dir(self, container_id: str) -> Path:
+        """``RUNROOT/DRIVER-containers/ID/userdata``: a container's run-time files."""
+        return self.run_containers_dir / container_id / "userdata"
+
+    # -- layers ----------------------------------------------------------
+
+    async def layers(self) -> list[Layer]:
+        async with self._locked(layers=True):
+            return self._layers.read()
+
+    async def layer(self, key: str) -> Layer:
+        """A layer by id, name or id prefix. :raises NotFoundError:"""
+        return ops.find(await self.layers(), key, "layer")
+
+    async def layers_by_diff_digest(self, digest: str) -> list[Layer]:
+        return [layer for layer in await self.layers() if layer.diff_digest == digest]
+
+    async def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
+        return [layer for layer in await self.layers() if layer.compressed_digest == digest]
+
+    async def find_layer(self, diff_digest: str, parent: str | None) -> Layer | None:
+        """The complete layer with this diff digest on ``parent``, to skip a download."""
+        for layer in await self.layers_by_diff_digest(diff_digest):
+            if (layer.parent or None) == (parent or None):
+                return layer
+        return None
+
+    async def put_layer(
+        self,
+        blob: Blob,
+        *,
+        parent: str | None = None,
+        layer_id: str | None = None,
+        diff_digest: str | None = None,
+        compressed_digest: str | None = None,
+        names: Sequence[str] = (),
+    ) -> Layer:
+        """Apply a layer blob (plain, gzip or zstd tar) on top of ``parent``.
+
+        :param diff_digest: the expected uncompressed digest (the config's
+            ``diff_ids`` entry); verified, and it fixes the id as containers/image
+            does (:func:`~crio.storage._recordops.layer_id_for`), so a layer
+            already present is returned without reading ``blob``.
+        :param compressed_digest: the expected blob digest; verified.
+        :returns: the complete layer, with diff and compressed digests and sizes.
+        :raises InvalidRequestError: a digest does not match or the tar is refused
+            (:class:`~crio.storage.HostileLayerError` names the member).
+
+        While the tar is applied, the layer exists only in the driver, under a
+        lock file in ``RUNROOT/DRIVER-layers/incomplete``; it enters
+        ``layers.json`` only once complete. A writer killed meanwhile leaves
+        nothing visible, and the next :meth:`open` removes its files.
+        """
+        if layer_id is None:
+            layer_id = ops.layer_id_for(parent, diff_digest) if diff_digest else ops.random_id()
+        marker = LockFile.at(self.incomplete_dir / f"{layer_id}.lock")
+        await marker.acquire()
+        try:
+            async with self._locked(layers=True):
+                layers = self._layers.read()
+                existing = next((x for x in layers if x.id == layer_id), None)
+                if existing is not None:
+                    if diff_digest and existing.diff_digest not in ("", diff_digest):
+                        raise StorageError(
+                            f"layer {layer_id} exists with diff digest {existing.diff_digest}"
+                        )
+                    return existing
+                if parent and not any(x.id == parent for x in layers):
+                    raise NotFoundError(f"parent layer {parent} not found")
+                taken = {n for x in layers for n in x.names}
+                if taken & set(names):
+                    raise AlreadyExistsError(f"layer name {sorted(taken & set(names))} is in use")
+                if await self.driver.exists(layer_id):
+                    await self.driver.remove(layer_id)  # a dead writer's leftovers
+                await self.driver.create(layer_id, parent)
+            try:
+                layer = await self._apply(layer_id, parent, blob, diff_digest, compressed_digest)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.driver.remove(layer_id))
+                raise
+            return await self._record_layer(layer, names)
+        finally:
+            marker.path.unlink(missing_ok=True)
+            marker.release()
+
+    async def _apply(
+        self,
+        layer_id: str,
+        parent: str | None,
+        blob: Blob,
+        diff_digest: str | None,
+        compressed_digest: str | None,
+    ) -> tuple[Layer, bytes | None]:
+        pump: asyncio.Task[None] | None = None
+        handle: IO[bytes] | None = None
+        if isinstance(blob, bytes):
+            import io
+
+            raw: IO[bytes] = io.BytesIO(blob)
+        elif isinstance(blob, Path):
+            raw = handle = await asyncio.to_thread(open, blob, "rb")
+        elif isinstance(blob, AsyncIterable):
+            bridge = AsyncBridge()
+            pump = asyncio.ensure_future(bridge.pump(blob))
+            raw = bridge
+        else:
+            raw = blob
+        reader = LayerReader(raw)
+        try:
+            result = await self.driver.apply_diff(layer_id, parent, reader)  # type: ignore[arg-type]
+            if pump is not None:
+                await pump
+        finally:
+            if pump is not None and not pump.done():
+                bridge.stop()
+                pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump
+            if handle is not None:
+                handle.close()
+        if diff_digest and reader.diff_digest != diff_digest:
+            raise InvalidRequestError(
+                f"layer {layer_id}: diff digest is {reader.diff_digest}, expected {diff_digest}"
+            )
+        if compressed_digest and reader.compressed_digest != compressed_digest:
+            raise InvalidRequestError(
+                f"layer {layer_id}: blob digest is {reader.compressed_digest}, "
+                f"expected {compressed_digest}"
+            )
+        layer = Layer(
+            id=layer_id,
+            parent=parent or "",
+            created=now(),
+            compressed_digest=reader.compressed_digest,
+            compressed_size=reader.compressed_size,
+            diff_digest=reader.diff_digest,
+            diff_size=reader.diff_size,
+            compression=reader.compression,
+            uids=result.uids,
+            gids=result.gids,
+        )
+        return layer, result.tar_split
+
+    async def _record_layer(
+        self, applied: tuple[Layer, bytes | None], names: Sequence[str]
+    ) -> Layer:
+        layer, tar_split = applied
+        layer = dataclasses.replace(layer, names=tuple(names))
+        try:
+            if tar_split is not None:
+                data = await asyncio.to_thread(gzip.compress, tar_split, 1)
+                await asyncio.to_thread(atomic_write, self._tar_split_path(layer.id), data)
+            async with self._locked(layers=True):
+                layers = self._layers.read()
+                if layer.parent and not any(x.id == layer.parent for x in layers):
+                    raise NotFoundError(
+                        f"parent layer {layer.parent} was removed while applying layer {layer.id}"
+                    )
+                layers.append(layer)
+                await asyncio.to_thread(self._layers.write, layers)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.driver.remove(layer.id))
+            self._tar_split_path(layer.id).unlink(missing_ok=True)
+            raise
+        return layer
+
+    async def delete_layer(self, key: str) -> None:
+        """Remove a layer no image, container or other layer uses."""
+        async with self._locked(layers=True, images=True, containers=True):
+            layers = self._layers.read()
+            layer = ops.find(layers, key, "layer")
+            users = [i.id for i in self._images.read() if i.top_layer == layer.id]
+            users += [c.id for c in self._containers.read() if c.layer == layer.id]
+            users += [x.id for x in layers if x.parent == layer.id]
+            if users:
+                raise WrongStateError(f"layer {layer.id} is in use by {', '.join(users)}")
+            await self._remove_layers([layer.id])
+
+    async def _remove_layers(self, layer_ids: Sequence[str]) -> None:
+        """Unmount and remove layers, top first; hold the layers lock."""
+        layers = self._layers.read()
+        for layer_id in layer_ids:
+            await self._unmount_layer(layer_id, force=True)
+            await self.driver.remove(layer_id)
+            self._tar_split_path(layer_id).unlink(missing_ok=True)
+            shutil.rmtree(self.layers_dir / layer_id, ignore_errors=True)
+            layers = [x for x in layers if x.id != layer_id]
+            await asyncio.to_thread(self._layers.write, layers)
+
+    async def layer_tar(self, key: str) -> AsyncIterator[bytes]:
+        """The layer as an uncompressed tar: byte-identical to the applied one when
+        its tar-split is kept (so ``diff-digest`` matches), else generated."""
+        layer = await self.layer(key)
+        split_path = self._tar_split_path(layer.id)
+        directory = await self.driver.layer_dir(layer.id)
+        if directory is None or not split_path.exists():
+            async for chunk in self.driver.diff(layer.id, layer.parent or None):
+                yield chunk
+            return
+        lines = await asyncio.to_thread(lambda: gzip.decompress(split_path.read_bytes()))
+        root = directory
+
+        def opener(name: bytes) -> IO[bytes]:
+            from crio.storage.tarapply import clean_name
+
+            return open(root.joinpath(*clean_name(name)), "rb")
+
+        chunks = assemble(lines, opener)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def layer_changes(self, key: str) -> Sequence[Change]:
+        layer = await self.layer(key)
+        return await self.driver.changes(layer.id, layer.parent or None)
+
+    # -- mounts ----------------------------------------------------------
+
+    def _read_mounts(self) -> dict[str, dict[str, object]]:
+        try:
+            raw = json.loads(self._mounts_path.read_bytes() or b"[]")
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise StorageError(f"{self._mounts_path} is damaged: {exc}") from exc
+        return {str(m["id"]): m for m in raw if int(m.get("count", 0)) > 0}
+
+    def _write_mounts(self, mounts: dict[str, dict[str, object]]) -> None:
+        data = json.dumps(list(mounts.values()), separators=(",", ":")).encode()
+        atomic_write(self._mounts_path, data, sync=False)  # runroot: gone at reboot anyway
+        self._mounts_lock.touch()
+
+    async def _mount_layer(self, layer_id: str, options: Sequence[str]) -> Path:
+        async with self._mounts_lock.hold():
+            mounts = self._read_mounts()
+            entry = mounts.get(layer_id)
+            if entry and await asyncio.to_thread(is_mountpoint, str(entry["path"])):
+                entry["count"] = int(entry["count"]) + 1  # type: ignore[call-overload]
+                path = Path(str(entry["path"]))
+            else:
+                path = await self.driver.get(layer_id, options)
+                count = int(entry["count"]) if entry else 0  # type: ignore[call-overload]
+                mounts[layer_id] = {"id": layer_id, "path": str(path), "count": count + 1}
+            await asyncio.to_thread(self._write_mounts, mounts)
+            return path
+
+    async def _unmount_layer(self, layer_id: str, force: bool = False) -> int:
+        async with self._mounts_lock.hold():
+            mounts = self._read_mounts()
+            entry = mounts.get(layer_id)
+            count = int(entry["count"]) if entry else 0  # type: ignore[call-overload]
+            if force or count <= 1:
+                await self.driver.put(layer_id)
+                mounts.pop(layer_id, None)
+                count = 0
+            else:
+                count -= 1
+                entry["count"] = count  # type: ignore[index]
+            if entry is not None:
+                await asyncio.to_thread(self._write_mounts, mounts)
+            return count
+
+    async def mount_count(self, layer_id: str) -> int:
+        async with self._mounts_lock.hold():
+            entry = self._read_mounts().get(layer_id)
+            return int(entry["count"]) if entry else 0  # type: ignore[call-overload]

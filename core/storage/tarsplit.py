@@ -1,0 +1,159 @@
+"""tar-split metadata: rebuild a layer's original tar byte for byte.
+
+containers/storage keeps, next to each layer applied from a tar, a file
+``overlay-layers/ID.tar-split.gz``: gzip-compressed JSON lines, one entry
+per line, in vbatts/tar-split's format::
+
+    {"type":2,"payload":"<base64 raw bytes>","position":0}        segment
+    {"type":1,"name":"bin/sh","size":0,"payload":null,"position":1}  file
+
+Segments hold every byte of the archive that is not file content (headers,
+padding, end-of-archive blocks); file entries name a member whose content
+is read back from the layer's files, with the CRC-64 (ISO polynomial, as
+Go's ``hash/crc64``) of that content as payload. skopeo and podman use it
+to hand out a layer whose digest equals the ``diff-digest`` recorded at
+pull time; without it they would generate a new tar with another digest.
+
+:class:`TarSplitWriter` is pure (events in, bytes out); :func:`assemble`
+takes a callable that opens a member's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import crcmod
+
+from crio.storage.tarstream import Data, End, Member, MemberEnd, Segment
+
+__all__ = ["TarSplitError", "TarSplitWriter", "assemble", "crc64_iso"]
+
+SEGMENT = 2
+FILE = 1
+
+
+class TarSplitError(ValueError):
+    """tar-split metadata is malformed or does not match the files."""
+
+
+def crc64_iso() -> crcmod.Crc:
+    """A fresh CRC-64/GO-ISO (Go's ``crc64.MakeTable(crc64.ISO)``); ``digest()`` is big-endian."""
+    return crcmod.Crc(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
+
+
+def _line(entry: dict[str, object]) -> bytes:
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+class TarSplitWriter:
+    """Collects tar-split entries from :mod:`crio.storage.tarstream` events.
+
+    ``duplicate`` becomes True when a path occurs twice: tar-split readers
+    refuse such metadata, so the caller should not store it.
+    """
+
+    def __init__(self) -> None:
+        self._out = bytearray()
+        self._segment = bytearray()
+        self._position = 0
+        self._crc: crcmod.Crc | None = None
+        self._member: Member | None = None
+        self._seen: set[str] = set()
+        self.duplicate = False
+
+    def feed(self, event: object) -> None:
+        if isinstance(event, Data):
+            if self._crc is not None:
+                self._crc.update(event.data)
+        elif isinstance(event, Segment):
+            self._segment += event.data
+        elif isinstance(event, Member):
+            self._flush_segment()
+            self._member = event
+            self._crc = crc64_iso() if event.header.size > 0 else None
+        elif isinstance(event, MemberEnd):
+            assert self._member is not None
+            header = self._member.header
+            entry: dict[str, object] = {"type": FILE}
+            try:
+                name = header.name.decode("utf-8")
+                entry["name"] = name
+            except UnicodeDecodeError:
+                name = header.name.decode("utf-8", "surrogateescape")
+                entry["name_raw"] = base64.b64encode(header.name).decode()
+            key = posixpath.normpath(name) if name else "."
+            if key in self._seen:
+                self.duplicate = True
+            self._seen.add(key)
+            if header.size:
+                entry["size"] = header.size
+            entry["payload"] = (
+                base64.b64encode(self._crc.digest()).decode() if self._crc is not None else None
+            )
+            self._emit(entry)
+            self._member, self._crc = None, None
+        elif isinstance(event, End):
+            self._flush_segment(force=True)
+
+    def _flush_segment(self, force: bool = False) -> None:
+        if self._segment or force:
+            self._emit({"type": SEGMENT, "payload": base64.b64encode(self._segment).decode()})
+            self._segment = bytearray()
+
+    def _emit(self, entry: dict[str, object]) -> None:
+        entry["position"] = self._position
+        self._position += 1
+        self._out += _line(entry)
+
+    def getvalue(self) -> bytes:
+        """The JSON lines written so far (gzip them for the ``.tar-split.gz`` file)."""
+        return bytes(self._out)
+
+
+def assemble(
+    lines: bytes, open_member: Callable[[bytes], IO[bytes]], chunk: int = 1 << 20
+) -> Iterator[bytes]:
+    """Yield the original tar stream from tar-split ``lines`` and the layer's files.
+
+    :param open_member: opens a member's content by its archive name (bytes).
+    :raises TarSplitError: a malformed line, a short file or a CRC mismatch.
+    """
+    for number, raw in enumerate(lines.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+            kind = entry["type"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TarSplitError(f"tar-split line {number} is malformed: {exc}") from None
+        if kind == SEGMENT:
+            payload = entry.get("payload")
+            if payload:
+                yield base64.b64decode(payload)
+            continue
+        if kind != FILE:
+            raise TarSplitError(f"tar-split line {number} has unknown type {kind!r}")
+        size = int(entry.get("size") or 0)
+        if size == 0:
+            continue
+        if entry.get("name_raw"):
+            name = base64.b64decode(entry["name_raw"])
+        else:
+            name = str(entry.get("name", "")).encode("utf-8", "surrogateescape")
+        crc = crc64_iso()
+        left = size
+        with open_member(name) as handle:
+            while left:
+                data = handle.read(min(chunk, left))
+                if not data:
+                    raise TarSplitError(f"layer file {name!r} is shorter than its {size} bytes")
+                crc.update(data)
+                left -= len(data)
+                yield data
+        expected = entry.get("payload")
+        if expected and base64.b64decode(expected) != crc.digest():
+            raise TarSplitError(f"layer file {name!r} changed since the layer was applied")

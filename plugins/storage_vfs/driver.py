@@ -1,0 +1,135 @@
+"""The vfs graph driver: each layer is a full copy of its parent plus its diff.
+
+``home`` is ``ROOT/vfs``; layer ID lives in ``home/dir/ID`` (containers/storage's
+layout). No mounts, no kernel features: it works on any file system, at the
+cost of disk space and copy time. Whiteouts delete from the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from crio.errors import ConfigError, StorageError
+from crio.storage._applier import ApplyResult, apply_tar
+from crio.storage.driver import Change, WhiteoutFormat
+from crio.storage.tarapply import ApplyPolicy
+from crio.storage.tarwrite import changes_against, tar_entries
+
+__all__ = ["VfsDriver"]
+
+NAME = "vfs"
+_CP = shutil.which("cp") or "/bin/cp"
+
+
+class VfsDriver:
+    """Layers as plain directory copies (see the module docstring)."""
+
+    name = NAME
+    whiteout_format = WhiteoutFormat.NONE
+
+    def __init__(self, home: Path, runroot: Path, options: Sequence[str] = ()) -> None:
+        self.home = home
+        for option in options:
+            key = option.partition("=")[0].strip().lower()
+            if "." in key:
+                driver, _, key = key.partition(".")
+                if driver != NAME:
+                    continue
+            raise ConfigError(f"unknown vfs option {option!r}", key="crio.storage_option")
+        (self.home / "dir").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _dir(self, layer_id: str) -> Path:
+        if len(layer_id) != 64 or not all(c in "0123456789abcdef" for c in layer_id):
+            raise StorageError(f"vfs: {layer_id!r} is not a layer id")
+        return self.home / "dir" / layer_id
+
+    async def status(self) -> Sequence[tuple[str, str]]:
+        return []
+
+    async def create(self, layer_id: str, parent: str | None, read_write: bool = False) -> None:
+        path = self._dir(layer_id)
+        if parent and not self._dir(parent).is_dir():
+            raise StorageError(f"vfs: parent layer {parent} does not exist")
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            raise StorageError(f"vfs: layer {layer_id} already exists") from None
+        if not parent:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            _CP, "-a", "--reflink=auto", f"{self._dir(parent)}/.", f"{path}/",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            await self.remove(layer_id)
+            raise StorageError(
+                f"vfs: copying layer {parent} for {layer_id}: {err.decode(errors='replace')}"
+            )
+
+    async def remove(self, layer_id: str) -> None:
+        path = self._dir(layer_id)
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        if path.exists():
+            raise StorageError(f"vfs: could not remove layer {layer_id} ({path})")
+
+    async def exists(self, layer_id: str) -> bool:
+        return self._dir(layer_id).is_dir()
+
+    async def layers(self) -> Sequence[str]:
+        return [e.name for e in os.scandir(self.home / "dir") if len(e.name) == 64 and e.is_dir()]
+
+    async def get(self, layer_id: str, mount_options: Sequence[str] = ()) -> Path:
+        path = self._dir(layer_id)
+        if not path.is_dir():
+            raise StorageError(f"vfs: layer {layer_id} does not exist")
+        return path
+
+    async def put(self, layer_id: str) -> None:
+        return None
+
+    async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> ApplyResult:
+        policy = ApplyPolicy(WhiteoutFormat.NONE, allow_devices=os.geteuid() == 0)
+        return await asyncio.to_thread(apply_tar, self._dir(layer_id), diff, policy)
+
+    async def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
+        path = self._dir(layer_id)
+        base = self._dir(parent) if parent else None
+        found = await asyncio.to_thread(changes_against, path, base)
+        chunks = tar_entries(path, (entry for entry, _kind in found))
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def changes(self, layer_id: str, parent: str | None) -> Sequence[Change]:
+        base = self._dir(parent) if parent else None
+        found = await asyncio.to_thread(changes_against, self._dir(layer_id), base)
+        return [Change("/" + entry.path, kind) for entry, kind in found]
+
+    async def diff_size(self, layer_id: str, parent: str | None) -> int:
+        base = self._dir(parent) if parent else None
+        path = self._dir(layer_id)
+        found = await asyncio.to_thread(changes_against, path, base)
+        total = 0
+        for entry, _kind in found:
+            full = path / entry.path
+            if not entry.whiteout and full.is_file() and not full.is_symlink():
+                total += full.stat().st_size
+        return total
+
+    async def layer_dir(self, layer_id: str) -> Path | None:
+        return self._dir(layer_id)
+
+    async def metadata(self, layer_id: str) -> Mapping[str, str]:
+        return {"Path": str(self._dir(layer_id))}
+
+    async def cleanup(self) -> None:
+        return None
