@@ -1,25 +1,34 @@
 """The ``kpod`` command line, in the spirit of the Docker CLI.
 
 Commands work directly on the store under ``--root``/``--runroot`` (defaults
-from crio.toml), without a running crio. Errors go to stderr as one line and
-map to exit codes in one place (:data:`EXIT_CODES`).
+from crio.toml), without a running crio. Each command is a module of
+:mod:`crio.kpod.commands` with a ``register(subparsers)`` function (see that
+package's docstring); this module finds them, parses the command line,
+runs the chosen command and maps errors to exit codes in one place
+(:data:`EXIT_CODES`). Errors go to stderr as one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import asyncio
+import importlib
+import logging
+import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from crio import __version__, errors
+from crio.kpod import commands
+from crio.kpod.common import Context, UsageError, add_store_flags
 
 __all__ = ["EXIT_CODES", "main"]
 
-#: Exit status per error class (the Docker CLI exits 1 for most failures,
-#: 125 when the command itself is wrong).
+#: Exit status per error class, most specific first (the Docker CLI exits 1
+#: for most failures and 125 when the command itself is wrong).
 EXIT_CODES: tuple[tuple[type[errors.CrioError], int], ...] = (
-    (errors.InvalidRequestError, 125),
+    (UsageError, 125),
     (errors.ConfigError, 125),
     (errors.CrioError, 1),
 )
@@ -29,32 +38,60 @@ def _exit_code(exc: errors.CrioError) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kpod", description="Manage crio's images and containers."
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 125 (Docker's convention)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(125)
+
+
+def command_modules() -> list[str]:
+    """The modules of :mod:`crio.kpod.commands`, each registering its subcommands."""
+    return sorted(
+        f"{commands.__name__}.{info.name}"
+        for info in pkgutil.iter_modules(commands.__path__)
+        if not info.name.startswith("_")
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kpod", description="Manage crio's images and containers.")
     parser.add_argument("--version", action="version", version=f"kpod version {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("version", help="show version information")
+    parser.add_argument("--log-level", default="warning", help="log verbosity (debug, info ...)")
+    add_store_flags(parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for name in command_modules():
+        importlib.import_module(name).register(sub)
     return parser
 
 
-def _version() -> int:
-    print(f"Version:       {__version__}")
-    print(f"Python:        {platform.python_version()}")
-    print(f"OS/Arch:       {sys.platform}/{platform.machine()}")
-    return 0
+async def _run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    try:
+        return int(await args.func(args, ctx) or 0)
+    finally:
+        await ctx.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        stream=sys.stderr,
+        format="kpod %(levelname)s %(name)s: %(message)s",
+    )
     try:
-        if args.command == "version":
-            return _version()
+        return asyncio.run(_run(args))
     except errors.CrioError as exc:
         print(f"kpod: {exc}", file=sys.stderr)
         return _exit_code(exc)
-    return 0
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
