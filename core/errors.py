@@ -15,6 +15,7 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "OCIRuntimeError",
+    "PermissionDeniedError",
     "PluginError",
     "ResourceExhaustedError",
     "StorageError",
@@ -42,6 +43,11 @@ class InvalidRequestError(CrioError):
 
 class WrongStateError(CrioError):
     """The object exists but is in the wrong state for this call (FAILED_PRECONDITION)."""
+
+
+class PermissionDeniedError(CrioError):
+    """Refused by a rule or an authority: a blocked registry, the signature policy,
+    a registry's authentication (PERMISSION_DENIED)."""
 
 
 class UnsupportedError(CrioError):

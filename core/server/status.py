@@ -15,6 +15,7 @@ _CODES: tuple[tuple[type[errors.CrioError], grpc.StatusCode], ...] = (
     (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.WrongStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.UnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.OCIRuntimeError, grpc.StatusCode.INTERNAL),

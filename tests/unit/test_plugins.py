@@ -27,6 +27,9 @@ BUILTINS = {
     "storage_aufs": ("storage",),
     "storage_vfs": ("storage",),
     "net_cni": ("network",),
+    "transport_docker": ("transport",),
+    "transport_oci": ("transport",),
+    "transport_archive": ("transport",),
 }
 
 
