@@ -235,7 +235,7 @@ class ArchiveSource:
 class ArchiveDestination:
     """Writes one image as a docker-archive file, replacing the file at commit."""
 
-    supported_manifest_types = (mf.DOCKER_SCHEMA2, mf.OCI_MANIFEST)
+    supported_manifest_types = (mf.DOCKER_SCHEMA2,)
     layer_compression = LayerCompression.DECOMPRESS
 
     def __init__(self, path: Path, ref: Reference | None, tmp_dir: str = "") -> None:

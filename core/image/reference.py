@@ -138,7 +138,10 @@ def parse(text: str) -> Reference:
         raise _bad(text, "it has surrounding white space")
     rest, _, digest = text.partition("@")
     if digest:
-        validate_digest(digest)
+        try:
+            validate_digest(digest)
+        except InvalidRequestError as exc:
+            raise _bad(text, str(exc)) from None
     name, tag = rest, ""
     slash = rest.rfind("/")
     colon = rest.rfind(":")

@@ -76,7 +76,7 @@ class TokenServer:
         self.requests: list[tuple[str, tuple[str, ...]]] = []
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crio test token signer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -148,7 +148,7 @@ class TokenServer:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 scopes = tuple(s for value in query.get("scope", []) for s in value.split(" ") if s)
                 user = ""
