@@ -214,6 +214,7 @@ class CNINetwork:
         if network is None:
             raise UnavailableError(f"pod network is not ready: cni config uninitialized: {why}")
         attachment = self._attachment(pod)
+        started = time.perf_counter()
         async with self._lock(pod.pod_sandbox_id):
             if pod.pod_sandbox_id in self._records:
                 raise InvalidRequestError(
@@ -249,10 +250,11 @@ class CNINetwork:
             await self.cache.write(record)
             self._records[record.container_id] = record
         log.info(
-            "pod sandbox %s attached to CNI network %s: %s",
+            "pod sandbox %s attached to CNI network %s: %s (%.1f ms)",
             pod.pod_sandbox_id,
             network.name,
             ", ".join(result.pod_ips()),
+            (time.perf_counter() - started) * 1000,
         )
         return _status(result)
 
@@ -318,13 +320,18 @@ class CNINetwork:
             del self._records[record.container_id]
 
     async def teardown(self, pod: PodNetwork) -> None:
+        started = time.perf_counter()
         async with self._lock(pod.pod_sandbox_id):
             record = self._records.get(pod.pod_sandbox_id)
             if record is None:
                 return
             await self._delete(record, pod.netns_path or record.netns)
         self._locks.pop(pod.pod_sandbox_id, None)
-        log.info("pod sandbox %s detached from the CNI network", pod.pod_sandbox_id)
+        log.info(
+            "pod sandbox %s detached from the CNI network (%.1f ms)",
+            pod.pod_sandbox_id,
+            (time.perf_counter() - started) * 1000,
+        )
 
     async def status(self, pod: PodNetwork) -> NetworkStatus:
         record = self._records.get(pod.pod_sandbox_id)
