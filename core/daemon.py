@@ -25,6 +25,7 @@ from crio.plugins import Plugins
 from crio.server import HANDLERS
 from crio.server.deps import Deps
 from crio.server.service import generic_handlers
+from crio.storage import Store
 
 __all__ = ["SocketInUseError", "claim_socket", "serve"]
 
@@ -72,6 +73,7 @@ class _Components:
     runtimes: dict[str, Runtime]
     network: Network | None
     network_error: str
+    store: Store
 
 
 def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
@@ -82,8 +84,22 @@ def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
     }
 
 
+async def _open_store(config: Config, plugins: Plugins) -> Store:
+    """An unknown or unsupported storage_driver stops crio here."""
+    store = await Store.open(
+        config.crio.root,
+        config.crio.runroot,
+        config.crio.storage_driver,
+        config.crio.storage_option,
+        plugins,
+    )
+    log.info("store at %s (run %s) with driver %s", store.root, store.runroot, store.driver.name)
+    return store
+
+
 async def _start_components(config: Config, plugins: Plugins) -> _Components:
     selected = _select_runtimes(config, plugins)
+    store = await _open_store(config, plugins)
     runtimes: dict[str, Runtime] = {}
     try:
         for name, runtime in selected.items():
@@ -93,6 +109,7 @@ async def _start_components(config: Config, plugins: Plugins) -> _Components:
             log.info("runtime handler %s ready (runtime_type %s)", name, handler.runtime_type)
     except BaseException:
         await _close_all(runtimes.values())
+        await _close_all([store])
         raise
     network: Network | None = None
     network_error = ""
@@ -103,7 +120,7 @@ async def _start_components(config: Config, plugins: Plugins) -> _Components:
         # Pods with host networking still work; NetworkReady says why others do not.
         network, network_error = None, str(exc)
         log.warning("no pod network: %s", exc)
-    return _Components(runtimes, network, network_error)
+    return _Components(runtimes, network, network_error, store)
 
 
 async def _close_all(closables: object) -> None:
@@ -137,6 +154,7 @@ async def serve(
     plugins.configure(config)
     parts = await _start_components(config, plugins)
     deps = Deps(
+        store=parts.store,
         config=config,
         plugins=plugins,
         runtimes=parts.runtimes,
@@ -164,6 +182,7 @@ async def serve(
         await _close_all(parts.runtimes.values())
         if parts.network is not None:
             await _close_all([parts.network])
+        await _close_all([parts.store])
         with contextlib.suppress(FileNotFoundError):
             listen.unlink()
         log.info("crio stopped")

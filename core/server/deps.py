@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from crio.network import Network
     from crio.oci.runtime import Runtime
     from crio.plugins import Plugins
+    from crio.storage import Store
 
 __all__ = ["Deps", "NodeInfo"]
 
@@ -35,3 +36,5 @@ class Deps:
     network_error: str = ""
     node: NodeInfo = field(default_factory=NodeInfo)
     clock: Callable[[], int] = time.time_ns
+    #: The image, layer and container store (None only in tests that need none).
+    store: Store | None = None

@@ -58,9 +58,11 @@ async def run_layers(args: argparse.Namespace, ctx: Context) -> int:
 async def run_applydiff(args: argparse.Namespace, ctx: Context) -> int:
     store = await ctx.store()
     parent = (await store.layer(args.parent)).id if args.parent else None
-    # Unbuffered stdin: apply what arrives instead of waiting for whole buffers.
-    stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
-    blob = stdin if args.file == "-" else Path(args.file)
+    if args.file == "-":
+        # Unbuffered stdin: apply what arrives instead of waiting for whole buffers.
+        blob: Any = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+    else:
+        blob = Path(args.file)
     layer = await store.put_layer(blob, parent=parent, diff_digest=args.diff_digest)
     print(layer.id)
     return 0
