@@ -324,6 +324,8 @@ class Store(_Catalog):
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
+            elif pump is not None and not pump.cancelled():
+                pump.exception()  # reported through the reader; mark it retrieved
             if handle is not None:
                 handle.close()
         if diff_digest and reader.diff_digest != diff_digest:
