@@ -30,6 +30,7 @@ BUILTINS = {
     "transport_docker": ("transport",),
     "transport_oci": ("transport",),
     "transport_archive": ("transport",),
+    "transport_storage": ("transport",),
 }
 
 

@@ -1,0 +1,353 @@
+"""The ``containers-storage:`` transport: images in crio's own store.
+
+``containers-storage:[DRIVER@ROOT+RUNROOT]NAME`` (the bracket part is optional;
+without it the context's store is used). As a destination it applies layers
+as they arrive, in order, each on its parent: the first layer and any layer
+whose parent is already applied are applied while they stream; a layer that
+arrives early is staged to a temporary file and applied when its parent is.
+Nothing becomes an image before :meth:`StorageDestination.commit`, and
+:meth:`~StorageDestination.close` without commit removes the layers this copy
+created. As a source it serves the layers uncompressed (their original tar,
+rebuilt from tar-split), so pushes recompress them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from crio.errors import CrioError, InvalidRequestError, NotFoundError, StorageError, WrongStateError
+from crio.image import manifest as mf
+from crio.image._io import StagedBlob
+from crio.image.convert import render_manifest
+from crio.image.reference import Reference, is_image_id, normalize, parse
+from crio.image.transport import BlobInfo, LayerCompression, TransportContext
+from crio.plugins import hookimpl
+from crio.storage import LayerFormatError, Store
+
+__all__ = ["StorageDestination", "StorageSource", "StorageTransport", "crio_image_transport"]
+
+log = logging.getLogger("crio.image.storage")
+
+
+def _split(reference: str) -> tuple[str, str]:
+    """(store spec or "", name)."""
+    if reference.startswith("["):
+        spec, sep, name = reference[1:].partition("]")
+        if not sep:
+            raise InvalidRequestError(f"containers-storage:{reference}: unclosed [")
+        return spec, name
+    return "", reference
+
+
+async def _open_store(spec: str, context: TransportContext) -> tuple[Store, bool]:
+    """The store to use and whether we opened it (and must close it)."""
+    if not spec:
+        if context.store is None:
+            raise InvalidRequestError(
+                "containers-storage: no store is open; name one as [DRIVER@ROOT+RUNROOT]"
+            )
+        return context.store, False
+    driver, _, paths = spec.rpartition("@")
+    root, _, rest = paths.partition("+")
+    runroot = rest.partition(":")[0]
+    if not root or not runroot:
+        raise InvalidRequestError(f"containers-storage:[{spec}]: expected [DRIVER@ROOT+RUNROOT]")
+    if context.store is not None and Path(context.store.root) == Path(root):
+        return context.store, False
+    return await Store.open(root, runroot, driver), True
+
+
+def layer_id_for(parent: str | None, diff_id: str) -> str:
+    """containers/image's layer id: the first layer's diff_id hex, then
+    ``sha256(PARENT + "+" + DIFFHEX)`` (the store computes the same)."""
+    hexpart = diff_id.partition(":")[2]
+    if not parent:
+        return hexpart
+    return hashlib.sha256(f"{parent}+{hexpart}".encode()).hexdigest()
+
+
+def _name(name: str) -> Reference | None:
+    if not name or is_image_id(name.lstrip("@")):
+        return None
+    ref = normalize(parse(name))
+    return ref if ref.tag or ref.digest else ref.with_tag("latest")
+
+
+class StorageDestination:
+    supported_manifest_types = (
+        mf.OCI_MANIFEST,
+        mf.DOCKER_SCHEMA2,
+        mf.DOCKER_SCHEMA1_SIGNED,
+        mf.DOCKER_SCHEMA1,
+    )
+    layer_compression = LayerCompression.PRESERVE
+
+    def __init__(self, store: Store, owned: bool, ref: Reference | None, tmp_dir: str) -> None:
+        self.store = store
+        self._owned = owned
+        self.ref = ref
+        self._tmp_dir = Path(tmp_dir) if tmp_dir else store.runroot
+        self._config: bytes = b""
+        self._diff_ids: list[str] = []
+        self._applied: dict[int, asyncio.Future[str]] = {}
+        self._created: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._staged: list[StagedBlob] = []
+        self._manifest: tuple[bytes, str] | None = None
+        self._index: bytes = b""
+        self._existing: set[str] | None = None
+        self._existing_lock = asyncio.Lock()
+        self._committed = False
+
+    def _future(self, index: int) -> asyncio.Future[str]:
+        if index not in self._applied:
+            self._applied[index] = asyncio.get_running_loop().create_future()
+        return self._applied[index]
+
+    def _chain_id(self, index: int) -> str:
+        parent: str | None = None
+        for diff_id in self._diff_ids[: index + 1]:
+            parent = layer_id_for(parent, diff_id)
+        assert parent is not None
+        return parent
+
+    async def has_blob(self, info: BlobInfo) -> BlobInfo | None:
+        if info.index < 0 or not self._diff_ids or info.index >= len(self._diff_ids):
+            return None
+        async with self._existing_lock:
+            if self._existing is None:
+                self._existing = {layer.id for layer in await self.store.layers()}
+        layer_id = self._chain_id(info.index)
+        if layer_id not in self._existing:
+            return None
+        future = self._future(info.index)
+        if not future.done():
+            future.set_result(layer_id)
+        return info
+
+    async def _apply(self, info: BlobInfo, blob: object) -> str:
+        parent = await self._future(info.index - 1) if info.index > 0 else None
+        existed = (
+            self._existing is not None
+            and info.diff_id
+            and self._chain_id(info.index) in self._existing
+        )
+        try:
+            layer = await self.store.put_layer(
+                blob,  # type: ignore[arg-type]
+                parent=parent,
+                diff_digest=info.diff_id or None,
+                compressed_digest=info.digest,
+            )
+        except LayerFormatError as exc:
+            # The store wraps what the blob stream raised; the copy engine's own
+            # error (a digest mismatch naming the blob) is the one to report.
+            cause = exc.__cause__
+            if isinstance(cause, CrioError) and not isinstance(cause, LayerFormatError):
+                raise cause from None
+            raise
+        if not existed:
+            self._created.append(layer.id)
+        return layer.id
+
+    async def _apply_staged(self, info: BlobInfo, staged: StagedBlob) -> None:
+        future = self._future(info.index)
+        try:
+            future.set_result(await self._apply(info, staged.path))
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            raise
+        finally:
+            staged.discard()
+
+    async def put_blob(self, info: BlobInfo, data: AsyncIterator[bytes]) -> BlobInfo:
+        if info.index < 0:
+            parts = [chunk async for chunk in data]
+            self._config = b"".join(parts)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self._diff_ids = list(json.loads(self._config)["rootfs"]["diff_ids"])
+            return info
+        parent_ready = info.index == 0 or (
+            info.index - 1 in self._applied and self._applied[info.index - 1].done()
+        )
+        if parent_ready:
+            future = self._future(info.index)
+            try:
+                future.set_result(await self._apply(info, data))
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                raise
+            return info
+        # The parent is still on its way: keep the bytes, apply them once it is in.
+        staged = StagedBlob(self._tmp_dir)
+        self._staged.append(staged)
+        await staged.write_all(data)
+        task = asyncio.create_task(self._apply_staged(info, staged))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks.append(task)
+        return info
+
+    async def put_index(self, index: bytes, media_type: str) -> None:
+        self._index = index
+
+    async def put_manifest(self, manifest: bytes, media_type: str) -> None:
+        self._manifest = (manifest, media_type)
+
+    async def put_signatures(self, signatures: Sequence[bytes]) -> None:
+        return None  # kept by the lookaside store, not in the image record
+
+    async def commit(self) -> str:
+        if self._manifest is None or not self._config:
+            raise StorageError("commit before the manifest and config were written")
+        manifest, media_type = self._manifest
+        top = None
+        if self._applied:
+            for index in range(len(self._applied)):
+                if index not in self._applied:
+                    raise StorageError(f"layer {index + 1} was never written")
+                top = await self._applied[index]
+        names = [str(self.ref)] if self.ref else []
+        image = await self.store.create_image(
+            config=self._config,
+            top_layer=top,
+            manifest=manifest,
+            manifest_digest=mf.manifest_digest(manifest, media_type),
+            names=names,
+        )
+        if self._index:
+            index_digest = mf.manifest_digest(self._index)
+            await self.store.set_image_big_data(image.id, f"manifest-{index_digest}", self._index)
+        self._committed = True
+        return image.id
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for staged in self._staged:
+            staged.discard()
+        if not self._committed:
+            for layer_id in reversed(self._created):
+                try:
+                    await self.store.delete_layer(layer_id)
+                except (WrongStateError, NotFoundError) as exc:
+                    log.info("kept layer %s after a failed pull: %s", layer_id, exc)
+        if self._owned:
+            await self.store.close()
+
+
+class StorageSource:
+    def __init__(self, store: Store, owned: bool, key: str, reference: str) -> None:
+        self.store = store
+        self._owned = owned
+        self.key = key
+        self.reference = reference
+        self.docker_reference: Reference | None = None
+        self._image_id = ""
+        self._manifest: tuple[bytes, str] | None = None
+        self._layers: dict[str, str] = {}  # diff digest -> layer id
+        self._config_digest = ""
+
+    async def _load(self) -> None:
+        if self._image_id:
+            return
+        image = await self.store.image(self.key)
+        self._image_id = image.id
+        self._config_digest = "sha256:" + image.id
+        layers = await self.store.image_layers(image.id)
+        self._layers = {layer.diff_digest: layer.id for layer in layers}
+        if self.docker_reference is None:
+            with contextlib.suppress(CrioError):
+                named = next((n for n in image.names if "@" not in n), "")
+                self.docker_reference = normalize(parse(named)) if named else None
+        try:
+            data = await self.store.image_manifest(image.id)
+            self._manifest = (data, mf.guess_media_type(data))
+        except NotFoundError:
+            config = await self.store.image_config(image.id)
+            built = mf.ImageManifest(
+                mf.OCI_MANIFEST,
+                mf.Descriptor(mf.OCI_CONFIG, self._config_digest, len(config)),
+                tuple(mf.Descriptor(mf.OCI_LAYER, x.diff_digest, -1) for x in layers),
+            )
+            self._manifest = (render_manifest(built), mf.OCI_MANIFEST)
+        self._order = [layer.diff_digest for layer in layers]
+
+    async def manifest(self, instance_digest: str | None = None) -> tuple[bytes, str]:
+        await self._load()
+        assert self._manifest is not None
+        return self._manifest
+
+    async def layer_infos(self) -> Sequence[BlobInfo] | None:
+        await self._load()
+        assert self._manifest is not None
+        kind = self._manifest[1]
+        media_type = mf.OCI_LAYER if kind == mf.OCI_MANIFEST else mf.DOCKER_LAYER_TAR
+        return [BlobInfo(d, -1, media_type, d, i) for i, d in enumerate(self._order)]
+
+    async def blob(self, info: BlobInfo) -> AsyncIterator[bytes]:
+        await self._load()
+        if info.digest == self._config_digest:
+            yield await self.store.image_config(self._image_id)
+            return
+        layer_id = self._layers.get(info.digest)
+        if layer_id is None:
+            raise NotFoundError(
+                f"image {self._image_id} has no layer with diff digest {info.digest}"
+            )
+        async for chunk in self.store.layer_tar(layer_id):
+            yield chunk
+
+    async def signatures(self, instance_digest: str | None = None) -> Sequence[bytes]:
+        return ()
+
+    async def close(self) -> None:
+        if self._owned:
+            await self.store.close()
+
+
+class StorageTransport:
+    name = "containers-storage"
+
+    def validate_reference(self, reference: str) -> str:
+        spec, name = _split(reference)
+        ref = _name(name)
+        shown = str(ref) if ref else name.lstrip("@")
+        return f"[{spec}]{shown}" if spec else shown
+
+    def policy_identity(self, reference: str) -> str:
+        return self.validate_reference(reference)
+
+    async def open_source(self, reference: str, context: TransportContext) -> StorageSource:
+        spec, name = _split(reference)
+        if not name:
+            raise InvalidRequestError(f"containers-storage:{reference}: no image named")
+        store, owned = await _open_store(spec, context)
+        ref = _name(name)
+        source = StorageSource(
+            store, owned, str(ref) if ref else name.lstrip("@"), f"containers-storage:{reference}"
+        )
+        source.docker_reference = ref
+        return source
+
+    async def open_destination(
+        self, reference: str, context: TransportContext
+    ) -> StorageDestination:
+        spec, name = _split(reference)
+        store, owned = await _open_store(spec, context)
+        return StorageDestination(store, owned, _name(name), context.tmp_dir)
+
+
+@hookimpl(trylast=True)
+def crio_image_transport(name: str) -> StorageTransport | None:
+    return StorageTransport() if name == "containers-storage" else None
