@@ -131,14 +131,13 @@ def _retryable(exc: CrioError) -> bool:
 class Puller:
     """Pulls for one process; concurrent pulls of the same image share one copy."""
 
-    def __init__(self, plugins: Plugins) -> None:
-        self.plugins = plugins
+    def __init__(self) -> None:
         self._inflight: dict[tuple[object, ...], asyncio.Task[PullResult]] = {}
 
     def candidates(
-        self, text: str, settings: ImageSettings
+        self, plugins: Plugins, text: str, settings: ImageSettings
     ) -> tuple[ImageTransport, str, list[str]]:
-        transport, name, rest = split_transport(self.plugins, text, settings.default_transport)
+        transport, name, rest = split_transport(plugins, text, settings.default_transport)
         if name != "docker":
             return transport, name, [transport.validate_reference(rest)]
         ref = parse(rest.removeprefix("//"))
@@ -151,6 +150,7 @@ class Puller:
 
     async def pull(
         self,
+        plugins: Plugins,
         text: str,
         settings: ImageSettings,
         destination: DestinationFactory,
@@ -161,7 +161,7 @@ class Puller:
         share_key: str = "",
     ) -> PullResult:
         """Pull ``text``; callers passing the same ``share_key`` and image share one pull."""
-        transport, name, candidates = self.candidates(text, settings)
+        transport, name, candidates = self.candidates(plugins, text, settings)
         key = (share_key, name, *candidates, credentials)
         task = self._inflight.get(key) if share_key else None
         if task is None:

@@ -7,7 +7,17 @@ names to them; an RPC missing here answers UNIMPLEMENTED.
 
 from __future__ import annotations
 
-from crio.server import runtime_config, runtime_config_update, runtime_status, version
+from crio.server import (
+    image_fs_info,
+    image_list,
+    image_pull,
+    image_remove,
+    image_status,
+    runtime_config,
+    runtime_config_update,
+    runtime_status,
+    version,
+)
 from crio.server.service import Handler, StreamHandler
 
 __all__ = ["HANDLERS"]
@@ -17,4 +27,9 @@ HANDLERS: dict[str, Handler | StreamHandler] = {
     "Status": runtime_status.status,
     "RuntimeConfig": runtime_config.runtime_config,
     "UpdateRuntimeConfig": runtime_config_update.update_runtime_config,
+    "PullImage": image_pull.pull_image,
+    "ListImages": image_list.list_images,
+    "ImageStatus": image_status.image_status,
+    "RemoveImage": image_remove.remove_image,
+    "ImageFsInfo": image_fs_info.image_fs_info,
 }

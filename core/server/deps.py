@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from crio.image.pull import Puller
+
 if TYPE_CHECKING:
     from crio.config import Config
     from crio.network import Network
@@ -38,3 +40,5 @@ class Deps:
     clock: Callable[[], int] = time.time_ns
     #: The image, layer and container store (None only in tests that need none).
     store: Store | None = None
+    #: Pulls in progress, so that concurrent pulls of one image share one download.
+    image_pulls: Puller = field(default_factory=Puller)

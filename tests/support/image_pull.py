@@ -60,8 +60,8 @@ def layout_destination(root: Path) -> object:
 def pull_into_layout(
     plugins: Plugins, image: str, settings: ImageSettings, root: Path, **kwargs: object
 ) -> PullResult:
-    puller = Puller(plugins)
-    return asyncio.run(puller.pull(image, settings, layout_destination(root), **kwargs))  # type: ignore[arg-type]
+    puller = Puller()
+    return asyncio.run(puller.pull(plugins, image, settings, layout_destination(root), **kwargs))  # type: ignore[arg-type]
 
 
 def layout_blobs(root: Path) -> set[str]:

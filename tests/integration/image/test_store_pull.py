@@ -26,11 +26,11 @@ async def _open(tmp: Path, plugins: Plugins) -> Store:
     return await Store.open(tmp / "root", tmp / "runroot", "vfs", plugins=plugins)
 
 
-def store_destination(plugins: Plugins, store: Store):  # noqa: ANN201 (a factory)
+def store_destination(plugins: Plugins, store: Store):
     storage = plugins.image_transport("containers-storage")
     assert storage is not None
 
-    async def open_dest(ref: Reference | None, reference: str):  # noqa: ANN202
+    async def open_dest(ref: Reference | None, reference: str):
         return await storage.open_destination(str(ref) if ref else "", settings_ctx(store))
 
     return open_dest
@@ -39,7 +39,7 @@ def store_destination(plugins: Plugins, store: Store):  # noqa: ANN201 (a factor
 _SETTINGS: dict[int, ImageSettings] = {}
 
 
-def settings_ctx(store: Store):  # noqa: ANN201
+def settings_ctx(store: Store):
     return _SETTINGS[id(store)].context(store=store)
 
 
@@ -47,16 +47,28 @@ async def pull(
     plugins: Plugins, store: Store, image: str, settings: ImageSettings, **kwargs: object
 ) -> PullResult:
     _SETTINGS[id(store)] = settings
-    puller = kwargs.pop("puller", None) or Puller(plugins)
+    puller = kwargs.pop("puller", None) or Puller()
     return await puller.pull(  # type: ignore[union-attr]
-        image, settings, store_destination(plugins, store), store=store, **kwargs
+        plugins, image, settings, store_destination(plugins, store), store=store, **kwargs
     )
 
 
 def snapshot(root: Path) -> tuple[str, str, list[str]]:
-    layers = (root / "vfs-layers" / "layers.json").read_text() if (root / "vfs-layers" / "layers.json").exists() else ""
-    images = (root / "vfs-images" / "images.json").read_text() if (root / "vfs-images" / "images.json").exists() else ""
-    dirs = sorted(p.name for p in (root / "vfs" / "dir").iterdir()) if (root / "vfs" / "dir").exists() else []
+    layers = (
+        (root / "vfs-layers" / "layers.json").read_text()
+        if (root / "vfs-layers" / "layers.json").exists()
+        else ""
+    )
+    images = (
+        (root / "vfs-images" / "images.json").read_text()
+        if (root / "vfs-images" / "images.json").exists()
+        else ""
+    )
+    dirs = (
+        sorted(p.name for p in (root / "vfs" / "dir").iterdir())
+        if (root / "vfs" / "dir").exists()
+        else []
+    )
     return layers, images, dirs
 
 
@@ -95,7 +107,11 @@ def test_pull_into_store(
     asyncio.run(run())
     # skopeo reads what crio stored.
     out = subprocess.run(
-        ["skopeo", "inspect", f"containers-storage:[vfs@{tmp_path}/root+{tmp_path}/runroot]{pushed.repository}:v1"],
+        [
+            "skopeo",
+            "inspect",
+            f"containers-storage:[vfs@{tmp_path}/root+{tmp_path}/runroot]{pushed.repository}:v1",
+        ],
         capture_output=True,
         text=True,
     )
@@ -114,7 +130,13 @@ def test_second_pull_reuses_layers(
         events: list[Progress] = []
         try:
             await pull(plugins, store, f"{pushed.repository}:v1", settings)
-            await pull(plugins, store, f"{pushed.repository}@{pushed.digest}", settings, progress=events.append)
+            await pull(
+                plugins,
+                store,
+                f"{pushed.repository}@{pushed.digest}",
+                settings,
+                progress=events.append,
+            )
             image = await store.image(f"{pushed.repository}@{pushed.digest}")
             assert f"{pushed.repository}@{pushed.digest}" in image.names
         finally:
@@ -161,7 +183,7 @@ def test_concurrent_pulls_share_one_download(
 
     async def run() -> list[PullResult]:
         store = await _open(tmp_path, plugins)
-        puller = Puller(plugins)
+        puller = Puller()
         try:
             return list(
                 await asyncio.gather(
