@@ -40,9 +40,13 @@ class TarSplitError(ValueError):
     """tar-split metadata is malformed or does not match the files."""
 
 
+#: Building a Crc computes its table in Python (~1 ms): build it once, then copy.
+_CRC64_ISO = crcmod.Crc(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
+
+
 def crc64_iso() -> crcmod.Crc:
     """A fresh CRC-64/GO-ISO (Go's ``crc64.MakeTable(crc64.ISO)``); ``digest()`` is big-endian."""
-    return crcmod.Crc(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
+    return _CRC64_ISO.new()
 
 
 def _line(entry: dict[str, object]) -> bytes:
@@ -101,7 +105,10 @@ class TarSplitWriter:
 
     def _flush_segment(self, force: bool = False) -> None:
         if self._segment or force:
-            self._emit({"type": SEGMENT, "payload": base64.b64encode(self._segment).decode()})
+            # Formatted by hand (base64 needs no JSON escaping): one per member, on the hot path.
+            payload = base64.b64encode(self._segment)
+            self._out += b'{"type":2,"payload":"%s","position":%d}\n' % (payload, self._position)
+            self._position += 1
             self._segment = bytearray()
 
     def _emit(self, entry: dict[str, object]) -> None:

@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,16 @@ def test_crio_reads_what_skopeo_stored(dirs) -> None:
         await store.close()
 
     asyncio.run(check())
+    confd = dirs.base / "crio.conf.d"
+    confd.mkdir()
+    (dirs.base / "crio.conf").write_text(
+        f'[crio]\nroot = "{dirs.root}"\nrunroot = "{dirs.runroot}"\n'
+    )
+    kpod = str(Path(sys.executable).with_name("kpod"))
+    listed = subprocess.run(
+        [kpod, "--config", str(dirs.base / "crio.conf"), "--config-dir", str(confd), "images"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert listed[1].split()[:3] == ["localhost/from-skopeo", "v1", oci.image_id[:12]]
