@@ -12,6 +12,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConfigError",
     "CrioError",
+    "DeadlineExceededError",
     "InvalidRequestError",
     "NotFoundError",
     "OCIRuntimeError",
@@ -60,6 +61,10 @@ class ResourceExhaustedError(CrioError):
 
 class UnavailableError(CrioError):
     """A needed component is not ready yet, e.g. no network config (UNAVAILABLE)."""
+
+
+class DeadlineExceededError(CrioError):
+    """An operation ran out of its time, e.g. ExecSync's timeout (DEADLINE_EXCEEDED)."""
 
 
 class OCIRuntimeError(CrioError):

@@ -24,10 +24,12 @@ __all__ = [
     "ContainerState",
     "ContainerStats",
     "ExecResult",
+    "InterfaceStats",
     "NamespaceMode",
     "PodNamespaces",
     "Runtime",
     "SandboxSpec",
+    "SandboxStats",
     "State",
     "StreamIO",
 ]
@@ -44,12 +46,17 @@ class NamespaceMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class PodNamespaces:
-    """Paths of a pod's pinned namespaces; None where the pod uses the host's."""
+    """Paths of a pod's pinned namespaces; None where the pod uses the host's.
+
+    ``shm`` is the directory containers get as /dev/shm (a tmpfs of the pod's
+    own when it has a private IPC namespace); None means the host's /dev/shm.
+    """
 
     network: str | None = None
     ipc: str | None = None
     uts: str | None = None
     pid: str | None = None
+    shm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,8 @@ class ContainerSpec:
     stdin_once: bool = False
     tty: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: The signal :meth:`Runtime.stop_container` sends first (the image's StopSignal).
+    stop_signal: int = 15
 
 
 class State(enum.Enum):
@@ -139,13 +148,44 @@ class ExecResult:
 
 @dataclass(frozen=True, slots=True)
 class ContainerStats:
-    """Resource use of one container at ``timestamp`` (ns since the epoch)."""
+    """Resource use of one container (or pod) at ``timestamp`` (ns since the epoch).
+
+    ``memory_limit_bytes`` is 0 when there is no limit. Counters are cumulative.
+    """
 
     timestamp: int
     cpu_usage_core_nanoseconds: int = 0
     memory_working_set_bytes: int = 0
     memory_usage_bytes: int = 0
     oom_kill_count: int = 0
+    memory_rss_bytes: int = 0
+    memory_limit_bytes: int = 0
+    page_faults: int = 0
+    major_page_faults: int = 0
+    swap_usage_bytes: int = 0
+    process_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceStats:
+    """Cumulative counters of one network interface in the pod."""
+
+    name: str
+    rx_bytes: int = 0
+    rx_errors: int = 0
+    tx_bytes: int = 0
+    tx_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxStats:
+    """Resource use of a whole pod: its cgroup and its network namespace.
+
+    ``interfaces`` is empty for host-network pods (their traffic is the node's).
+    """
+
+    usage: ContainerStats
+    interfaces: Sequence[InterfaceStats] = ()
 
 
 class StreamIO(Protocol):
@@ -179,8 +219,9 @@ class Runtime(Protocol):
 
     async def start(self) -> None:
         """Called once when crio starts, before any other method: check the
-        runtime's binaries, prepare directories, and re-attach to the pods and
-        containers it finds from an earlier run (see :meth:`restore`)."""
+        runtime's binaries and prepare directories. Core then hands back the
+        pods and containers it recorded in an earlier run
+        (:meth:`restore_sandbox`, :meth:`restore_container`)."""
 
     async def close(self) -> None:
         """Called once when crio stops. Containers keep running."""
@@ -188,8 +229,36 @@ class Runtime(Protocol):
     def ready(self) -> tuple[bool, str, str]:
         """RuntimeReady for this handler: (ready, reason, message); cheap, no I/O wait."""
 
+    async def restore_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
+        """Re-attach, after a crio restart, to a pod made by :meth:`create_sandbox`.
+
+        Called once per recorded pod of this handler, after :meth:`start` and
+        before any container of the pod is restored. ``spec`` is rebuilt from
+        core's record; the runtime reads back whatever it kept in ``run_dir``.
+        Must not disturb the pod's processes.
+
+        :returns: the pod's namespaces, as :meth:`create_sandbox` did.
+        """
+
+    async def restore_container(self, spec: ContainerSpec) -> ContainerState:
+        """Re-attach, after a crio restart, to a container made by :meth:`create_container`.
+
+        ``spec.oci_spec`` is empty: the runtime reads back what it wrote in
+        ``spec.bundle``. A container that exited while crio was down reports
+        its exit (code, finish time, reason); one whose monitor is gone
+        reports STOPPED with a reason saying so. Never touches a running one.
+        """
+
     async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
         """Create the pod's namespaces (pinned, no process needed) and cgroup.
+
+        Which namespaces: network (with ``lo`` up) and UTS (with ``hostname``)
+        unless ``network_mode`` is NODE; IPC (and a /dev/shm of the pod's own)
+        unless ``ipc_mode`` is NODE. ``sysctls`` are set inside them; one that
+        does not exist or cannot be set raises
+        :class:`~crio.errors.InvalidRequestError` naming it. A PID namespace
+        shared by the pod needs a process: core runs an infra container for it.
+        On failure nothing is left behind.
 
         :returns: the paths of the namespaces; ``network`` is where core runs CNI.
         """
@@ -215,7 +284,11 @@ class Runtime(Protocol):
         """Start the container's process."""
 
     async def stop_container(self, container_id: str, timeout: float) -> None:
-        """Send the stop signal, wait up to ``timeout`` seconds, then SIGKILL. Idempotent."""
+        """Send ``ContainerSpec.stop_signal``, wait up to ``timeout`` seconds, then SIGKILL.
+
+        Returns once the process has exited (its exit is recorded, so that
+        :meth:`container_state` reports it). Idempotent.
+        """
 
     async def remove_container(self, container_id: str) -> None:
         """Delete a stopped container from the runtime. Idempotent."""
@@ -223,13 +296,24 @@ class Runtime(Protocol):
     async def container_state(self, container_id: str) -> ContainerState:
         """Report the container's state; a lost container is STOPPED with a reason."""
 
+    async def wait_container(self, container_id: str) -> ContainerState:
+        """Return once the container's process has exited, with its final state.
+
+        Returns at once for a container that already exited. Core keeps one
+        waiter per started (or restored running) container and records the
+        exit when it returns; cancelling the wait does not affect the container.
+        """
+
     async def exec_sync(
         self, container_id: str, command: Sequence[str], timeout: float
     ) -> ExecResult:
         """Run ``command`` in the container and collect its output.
 
-        ``timeout`` 0 means none; on timeout the process is killed and
-        :class:`~crio.errors.CrioError` is raised naming the timeout.
+        The process gets the container's own process settings (user, env,
+        cwd, capabilities) with ``command`` as its arguments and no terminal.
+        ``timeout`` is in seconds, 0 means none; on timeout the process is
+        killed and :class:`~crio.errors.DeadlineExceededError` is raised naming
+        the timeout. Output is capped at 16 MiB.
         """
 
     async def exec(self, container_id: str, command: Sequence[str], io: StreamIO) -> int:
@@ -255,4 +339,7 @@ class Runtime(Protocol):
         """Make the monitor reopen the container's log file (after rotation)."""
 
     async def container_stats(self, container_id: str) -> ContainerStats:
-        """Sample the container's resource use."""
+        """Sample the container's resource use (zeros once it is gone)."""
+
+    async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats:
+        """Sample the resource use of the whole pod (its cgroup and network)."""

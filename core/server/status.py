@@ -18,6 +18,7 @@ _CODES: tuple[tuple[type[errors.CrioError], grpc.StatusCode], ...] = (
     (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.OCIRuntimeError, grpc.StatusCode.INTERNAL),
     (errors.StorageError, grpc.StatusCode.INTERNAL),
     (errors.PluginError, grpc.StatusCode.INTERNAL),

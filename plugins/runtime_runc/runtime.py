@@ -1,20 +1,36 @@
-"""The runc-compatible runtime.
+"""RuncRuntime: the ``Runtime`` of runtime_type "oci", any runc-compatible CLI under conmon.
 
-So far it checks that its runtime and conmon are present and reports
-RuntimeReady from that; the pod and container operations answer
-UNIMPLEMENTED until the RuntimeService work lands.
+Containers are created by conmon (``RUNTIME create``), which stays as their
+monitor: it owns their stdio, writes the CRI log, serves the attach socket
+and the ``ctl`` FIFO, and writes the exit code to ``EXITS_DIR/ID``. The
+runtime watches that directory with inotify, so an exit is known the moment
+conmon writes it. Signals go straight to the container's init process
+through a pidfd (``RUNTIME kill`` and ``delete --force`` cost an exec each,
+and ``delete --force`` on a running container polls in 100 ms steps); a
+stopped container is then removed with a plain ``RUNTIME delete``.
+
+What a container is is kept in ``BUNDLE/runc.json`` for a restarted crio.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
+import json
+import logging
 import os
+import secrets
 import shutil
+import signal
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from crio.config import Config, RuntimeHandler
-from crio.errors import ConfigError, UnsupportedError
+from crio.errors import ConfigError, NotFoundError, OCIRuntimeError, UnsupportedError
 from crio.oci.runtime import (
     ContainerSpec,
     ContainerState,
@@ -22,18 +38,101 @@ from crio.oci.runtime import (
     ExecResult,
     PodNamespaces,
     SandboxSpec,
+    SandboxStats,
+    State,
     StreamIO,
 )
+from crio_plugins.runtime_runc import conmon
+from crio_plugins.runtime_runc._proc import alive, process_start, read_json, write_json
+from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
+from crio_plugins.runtime_runc.inotify import DirectoryWatcher
+from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
 
-__all__ = ["RuncRuntime"]
+__all__ = ["ConmonPaths", "RuncRuntime"]
+
+log = logging.getLogger("crio.runtime.runc")
+
+STATE_FILE = "runc.json"
+#: How long to wait for conmon's exit file once the process is known to be dead.
+EXIT_FILE_GRACE = 10.0
+#: Exit code reported when a container's exit was never recorded (as CRI-O does).
+LOST_EXIT_CODE = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ConmonPaths:
+    """Where a container's conmon listens, for attach and resize."""
+
+    attach_socket: Path
+    ctl_fifo: Path
+    winsz_fifo: Path
+    log_path: str
 
 
 @dataclass(slots=True)
+class _Container:
+    container_id: str
+    pod_sandbox_id: str
+    name: str
+    bundle: Path
+    cgroups_path: str
+    own_pid_ns: bool
+    stop_signal: int
+    log_path: str
+    process: dict[str, Any]
+    pid: int = 0
+    pid_start: int = 0
+    started_at: int = 0
+    exit: ContainerState | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def save(self) -> None:
+        write_json(
+            self.bundle / STATE_FILE,
+            {
+                "container_id": self.container_id,
+                "pod_sandbox_id": self.pod_sandbox_id,
+                "name": self.name,
+                "cgroups_path": self.cgroups_path,
+                "own_pid_ns": self.own_pid_ns,
+                "stop_signal": self.stop_signal,
+                "log_path": self.log_path,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+                "started_at": self.started_at,
+            },
+        )
+
+
+def _conmon_log_level() -> str:
+    level = logging.getLogger().getEffectiveLevel()
+    if level <= logging.DEBUG:
+        return "debug"
+    return "info" if level <= logging.INFO else "warn" if level <= logging.WARNING else "error"
+
+
 class RuncRuntime:
-    handler_name: str
-    runtime_path: str
-    runtime_root: str
-    conmon_path: str
+    """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "oci"."""
+
+    def __init__(
+        self,
+        handler_name: str,
+        runtime_path: str,
+        runtime_root: str,
+        settings: conmon.ConmonSettings,
+        namespaces_dir: str,
+    ) -> None:
+        self.handler_name = handler_name
+        self.runtime_path = runtime_path
+        self.runtime_root = runtime_root
+        self.conmon = settings
+        self.namespaces_dir = Path(namespaces_dir)
+        self.hierarchies = Hierarchies({}, "")
+        self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies)
+        self.version = ""
+        self._containers: dict[str, _Container] = {}
+        self._watcher: DirectoryWatcher | None = None
+        self._layout_problem = ""
 
     @classmethod
     def from_config(cls, name: str, handler: RuntimeHandler, config: Config) -> RuncRuntime:
@@ -43,16 +142,25 @@ class RuncRuntime:
                 "unknown key for runtime_type 'oci'",
                 key=f"crio.runtime.runtimes.{name}.{key}",
             )
-        path = handler.runtime_path or shutil.which(name) or ""
-        return cls(
-            handler_name=name,
-            runtime_path=path or name,
+        rt = config.crio.runtime
+        path = handler.runtime_path or shutil.which(name) or name
+        settings = conmon.ConmonSettings(
+            conmon_path=handler.monitor_path or rt.conmon,
+            runtime_path=path,
             runtime_root=handler.runtime_root or f"/run/crio/runtimes/{name}",
-            conmon_path=handler.monitor_path or config.crio.runtime.conmon,
+            exits_dir=rt.container_exits_dir,
+            attach_dir=rt.container_attach_socket_dir,
+            env=[*rt.conmon_env, *handler.monitor_env],
+            log_level=_conmon_log_level(),
+            log_size_max=rt.log_size_max,
+            no_pivot=rt.no_pivot,
         )
+        return cls(name, path, settings.runtime_root, settings, rt.namespaces_dir)
+
+    # -- life of the handler ------------------------------------------------
 
     def _missing(self) -> str:
-        for what, path in (("runtime", self.runtime_path), ("conmon", self.conmon_path)):
+        for what, path in (("runtime", self.runtime_path), ("conmon", self.conmon.conmon_path)):
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 return f"{what} {path} is not an executable file"
         return ""
@@ -60,64 +168,410 @@ class RuncRuntime:
     async def start(self) -> None:
         # A missing binary is reported through RuntimeReady rather than
         # refusing to start: the kubelet then shows the reason on the node.
-        os.makedirs(self.runtime_root, exist_ok=True)
+        for directory in (
+            self.runtime_root,
+            self.conmon.exits_dir,
+            self.conmon.attach_dir,
+            self.namespaces_dir,
+        ):
+            os.makedirs(directory, exist_ok=True)
+        hierarchies = await asyncio.to_thread(Hierarchies.from_host)
+        self.hierarchies.v1, self.hierarchies.v2 = hierarchies.v1, hierarchies.v2
+        self.hierarchies.unified_only = hierarchies.unified_only
+        if not self._missing():
+            rc, out, _ = await self._run("--version")
+            self.version = out.splitlines()[0] if rc == 0 and out else ""
+        self._layout_problem = self._check_layout()
+        if self._layout_problem:
+            log.error("runtime handler %s: %s", self.handler_name, self._layout_problem)
+        self._watcher = DirectoryWatcher(self.conmon.exits_dir, self._on_exit_file, self._rescan)
+        self._watcher.start()
+
+    def _check_layout(self) -> str:
+        """crun refuses a hybrid cgroup layout whose v2 hierarchy holds controllers."""
+        h = self.hierarchies
+        if not self.version.startswith("crun") or h.unified_only or not h.v2:
+            return ""
+        held = v2_controllers(h)
+        if held:
+            return (
+                f"{self.version} refuses this host's hybrid cgroup layout: the cgroup v2 "
+                f"hierarchy {h.v2} holds the {', '.join(sorted(held))} controller(s); "
+                "mount them as cgroup v1 (hack/prepare-host.sh does it for hugetlb)"
+            )
+        return ""
 
     async def close(self) -> None:
-        return None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
     def ready(self) -> tuple[bool, str, str]:
         missing = self._missing()
-        return (False, "RuntimeBinaryMissing", missing) if missing else (True, "", "")
+        if missing:
+            return False, "RuntimeBinaryMissing", missing
+        if self._layout_problem:
+            return False, "CgroupLayoutUnsupported", self._layout_problem
+        return True, "", ""
 
-    def _not_yet(self, what: str) -> UnsupportedError:
-        return UnsupportedError(f"{what} is not implemented by runtime_runc yet")
+    async def _run(self, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.runtime_path,
+            f"--root={self.runtime_root}",
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin)
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    # -- pods ---------------------------------------------------------------
 
     async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
-        raise self._not_yet("create_sandbox")
+        return await self.sandboxes.create(spec)
+
+    async def restore_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
+        return await self.sandboxes.restore(spec)
 
     async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
-        raise self._not_yet("start_sandbox")
+        return None
 
     async def stop_sandbox(self, pod_sandbox_id: str) -> None:
-        raise self._not_yet("stop_sandbox")
+        ours = [c for c in self._containers.values() if c.pod_sandbox_id == pod_sandbox_id]
+        await asyncio.gather(*(self.stop_container(c.container_id, 0) for c in ours))
 
     async def remove_sandbox(self, pod_sandbox_id: str) -> None:
-        raise self._not_yet("remove_sandbox")
+        await self.stop_sandbox(pod_sandbox_id)
+        await self.sandboxes.remove(pod_sandbox_id)
+
+    async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats:
+        return await self.sandboxes.stats(pod_sandbox_id)
+
+    # -- containers ---------------------------------------------------------
+
+    def _get(self, container_id: str) -> _Container:
+        ctr = self._containers.get(container_id)
+        if ctr is None:
+            raise NotFoundError(
+                f"container {container_id} is not known to runtime {self.handler_name}"
+            )
+        return ctr
+
+    def conmon_paths(self, container_id: str) -> ConmonPaths:
+        """The attach socket, ctl and winsz FIFOs and log of a container's conmon."""
+        ctr = self._get(container_id)
+        return ConmonPaths(
+            attach_socket=Path(self.conmon.attach_dir) / container_id / "attach",
+            ctl_fifo=ctr.bundle / "ctl",
+            winsz_fifo=ctr.bundle / "winsz",
+            log_path=ctr.log_path,
+        )
 
     async def create_container(self, spec: ContainerSpec) -> None:
-        raise self._not_yet("create_container")
+        oci = spec.oci_spec
+        linux = oci.get("linux", {})
+        own_pid_ns = any(
+            ns.get("type") == "pid" and not ns.get("path") for ns in linux.get("namespaces", [])
+        )
+        ctr = _Container(
+            container_id=spec.container_id,
+            pod_sandbox_id=spec.pod_sandbox_id,
+            name=spec.name,
+            bundle=spec.bundle,
+            cgroups_path=str(linux.get("cgroupsPath", "")),
+            own_pid_ns=own_pid_ns,
+            stop_signal=spec.stop_signal,
+            log_path=spec.log_path,
+            process=dict(oci.get("process", {})),
+        )
+        payload = json.dumps(oci).encode()
+        await asyncio.to_thread((spec.bundle / "config.json").write_bytes, payload)
+        self._containers[spec.container_id] = ctr
+        try:
+            ctr.pid = await conmon.create_container(
+                self.conmon,
+                container_id=spec.container_id,
+                name=spec.name,
+                bundle=spec.bundle,
+                log_path=spec.log_path,
+                tty=spec.tty,
+                stdin=spec.stdin,
+                stdin_once=spec.stdin_once,
+            )
+            ctr.pid_start = process_start(ctr.pid)
+            await asyncio.to_thread(ctr.save)
+        except BaseException:
+            self._containers.pop(spec.container_id, None)
+            await self._run("delete", "--force", spec.container_id)
+            await asyncio.to_thread(self._forget_files, spec.container_id)
+            raise
+
+    async def restore_container(self, spec: ContainerSpec) -> ContainerState:
+        data = await asyncio.to_thread(read_json, spec.bundle / STATE_FILE) or {}
+        config = await asyncio.to_thread(read_json, spec.bundle / "config.json") or {}
+        ctr = _Container(
+            container_id=spec.container_id,
+            pod_sandbox_id=spec.pod_sandbox_id,
+            name=spec.name,
+            bundle=spec.bundle,
+            cgroups_path=str(data.get("cgroups_path", "")),
+            own_pid_ns=bool(data.get("own_pid_ns", True)),
+            stop_signal=int(data.get("stop_signal", spec.stop_signal)),
+            log_path=str(data.get("log_path", spec.log_path)),
+            process=dict(config.get("process", {})),
+            pid=int(data.get("pid", 0)),
+            pid_start=int(data.get("pid_start", 0)),
+            started_at=int(data.get("started_at", 0)),
+        )
+        self._containers[spec.container_id] = ctr
+        if not self._collect_exit(ctr) and not alive(ctr.pid, ctr.pid_start):
+            self._lost(ctr, "the container and its exit code were lost while crio was down")
+        elif ctr.exit is None and not self._conmon_alive(ctr):
+            log.warning(
+                "container %s: conmon is gone; its exit code will not be recorded",
+                spec.container_id,
+            )
+            self._watch_without_conmon(ctr)
+        return self._state(ctr)
+
+    def _conmon_alive(self, ctr: _Container) -> bool:
+        try:
+            pid = int((ctr.bundle / "conmon-pidfile").read_text().strip())
+        except (OSError, ValueError):
+            return False
+        return process_start(pid) != 0
 
     async def start_container(self, container_id: str) -> None:
-        raise self._not_yet("start_container")
+        ctr = self._get(container_id)
+        rc, out, err = await self._run("start", container_id)
+        if rc != 0:
+            raise OCIRuntimeError(
+                f"container {container_id}: {self.handler_name} start failed: "
+                f"{(err or out).strip() or f'exit status {rc}'}"
+            )
+        ctr.started_at = time.time_ns()
+        await asyncio.to_thread(ctr.save)
+
+    def _signal(self, ctr: _Container, signum: int, everything: bool) -> None:
+        if everything and not ctr.own_pid_ns:
+            for pid in self.hierarchies.pids(ctr.cgroups_path):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+        if not alive(ctr.pid, ctr.pid_start):
+            return
+        try:
+            pidfd = os.pidfd_open(ctr.pid)
+        except ProcessLookupError:
+            return
+        try:
+            # The PID may have been reused between the check and the open.
+            if process_start(ctr.pid) == ctr.pid_start:
+                signal.pidfd_send_signal(pidfd, signum)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(pidfd)
 
     async def stop_container(self, container_id: str, timeout: float) -> None:
-        raise self._not_yet("stop_container")
+        ctr = self._containers.get(container_id)
+        if ctr is None or ctr.exit is not None:
+            return
+        if timeout > 0:
+            self._signal(ctr, ctr.stop_signal, everything=False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctr.exited.wait(), timeout)
+                return
+        self._signal(ctr, signal.SIGKILL, everything=True)
+        try:
+            await asyncio.wait_for(ctr.exited.wait(), EXIT_FILE_GRACE)
+        except TimeoutError:
+            if alive(ctr.pid, ctr.pid_start):
+                raise OCIRuntimeError(
+                    f"container {container_id}: still running {EXIT_FILE_GRACE:g}s after SIGKILL"
+                ) from None
+            self._lost(ctr, "conmon wrote no exit code; the process is gone")
 
     async def remove_container(self, container_id: str) -> None:
-        raise self._not_yet("remove_container")
+        ctr = self._containers.get(container_id)
+        if ctr is not None and ctr.exit is None:
+            await self.stop_container(container_id, 0)
+        rc, out, err = await self._run("delete", container_id)
+        text = (err or out).strip()
+        if rc != 0 and "does not exist" not in text and "not found" not in text.lower():
+            raise OCIRuntimeError(
+                f"container {container_id}: {self.handler_name} delete failed: {text}"
+            )
+        self._containers.pop(container_id, None)
+        await asyncio.to_thread(self._forget_files, container_id)
+
+    def _forget_files(self, container_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.conmon.exits_dir, container_id))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.conmon.attach_dir, container_id))
+
+    # -- exits --------------------------------------------------------------
+
+    def _on_exit_file(self, name: str) -> None:
+        ctr = self._containers.get(name)
+        if ctr is not None and ctr.exit is None:
+            self._collect_exit(ctr)
+
+    def _rescan(self) -> None:
+        for ctr in list(self._containers.values()):
+            if ctr.exit is None:
+                self._collect_exit(ctr)
+
+    def _collect_exit(self, ctr: _Container) -> bool:
+        """Record the exit from conmon's exit file; False when there is none yet."""
+        path = os.path.join(self.conmon.exits_dir, ctr.container_id)
+        try:
+            text = Path(path).read_text().strip()
+            finished = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        try:
+            code = int(text)
+        except ValueError:
+            code = LOST_EXIT_CODE
+        oom = (ctr.bundle / "oom").exists() or (
+            code == 128 + signal.SIGKILL
+            and self.hierarchies.usage(ctr.cgroups_path).oom_kill_count > 0
+        )
+        reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
+        self._exited(ctr, code, finished, reason, "")
+        return True
+
+    def _exited(self, ctr: _Container, code: int, finished: int, reason: str, message: str) -> None:
+        ctr.exit = ContainerState(
+            state=State.STOPPED,
+            pid=ctr.pid,
+            started_at=ctr.started_at,
+            finished_at=finished,
+            exit_code=code,
+            reason=reason,
+            message=message,
+        )
+        ctr.exited.set()
+
+    def _lost(self, ctr: _Container, message: str) -> None:
+        self._exited(ctr, LOST_EXIT_CODE, time.time_ns(), "Error", message)
+
+    def _watch_without_conmon(self, ctr: _Container) -> None:
+        """Notice the exit of a container whose conmon died, through a pidfd."""
+        try:
+            pidfd = os.pidfd_open(ctr.pid)
+        except ProcessLookupError:
+            self._lost(ctr, "conmon is gone and so is the container")
+            return
+        loop = asyncio.get_running_loop()
+
+        def gone() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if ctr.exit is None:
+                self._lost(ctr, "conmon was gone; the container's exit code is unknown")
+
+        loop.add_reader(pidfd, gone)
+
+    def _state(self, ctr: _Container) -> ContainerState:
+        if ctr.exit is not None:
+            return ctr.exit
+        state = State.RUNNING if ctr.started_at else State.CREATED
+        return ContainerState(state=state, pid=ctr.pid, started_at=ctr.started_at)
 
     async def container_state(self, container_id: str) -> ContainerState:
-        raise self._not_yet("container_state")
+        ctr = self._containers.get(container_id)
+        if ctr is None:
+            return ContainerState(
+                state=State.UNKNOWN,
+                reason="ContainerLost",
+                message=f"runtime {self.handler_name} does not know container {container_id}",
+            )
+        return self._state(ctr)
+
+    async def wait_container(self, container_id: str) -> ContainerState:
+        ctr = self._get(container_id)
+        await ctr.exited.wait()
+        assert ctr.exit is not None
+        return ctr.exit
+
+    # -- inside running containers -------------------------------------------
+
+    def _running(self, container_id: str) -> _Container:
+        ctr = self._get(container_id)
+        if ctr.exit is not None or not ctr.started_at:
+            raise OCIRuntimeError(f"container {container_id} is not running")
+        return ctr
 
     async def exec_sync(
         self, container_id: str, command: Sequence[str], timeout: float
     ) -> ExecResult:
-        raise self._not_yet("exec_sync")
+        ctr = self._running(container_id)
+        process = {**ctr.process, "args": list(command), "terminal": False}
+        code, stdout, stderr = await conmon.exec_sync(
+            self.conmon,
+            container_id=container_id,
+            name=ctr.name,
+            process=process,
+            work_dir=ctr.bundle / f"exec-{secrets.token_hex(6)}",
+            timeout=timeout,
+        )
+        return ExecResult(exit_code=code, stdout=stdout, stderr=stderr)
 
     async def exec(self, container_id: str, command: Sequence[str], io: StreamIO) -> int:
-        raise self._not_yet("exec")
+        raise UnsupportedError("exec is not implemented by runtime_runc yet")
 
     async def attach(self, container_id: str, io: StreamIO) -> None:
-        raise self._not_yet("attach")
+        raise UnsupportedError("attach is not implemented by runtime_runc yet")
 
     async def port_forward(self, pod_sandbox_id: str, port: int) -> tuple[Any, Any]:
-        raise self._not_yet("port_forward")
+        raise UnsupportedError("port_forward is not implemented by runtime_runc yet")
 
     async def update_resources(self, container_id: str, resources: Mapping[str, Any]) -> None:
-        raise self._not_yet("update_resources")
+        ctr = self._get(container_id)
+        if ctr.exit is not None:
+            raise OCIRuntimeError(f"container {container_id} has exited")
+        path = ctr.bundle / f"resources-{secrets.token_hex(4)}.json"
+        await asyncio.to_thread(path.write_text, json.dumps(dict(resources)))
+        try:
+            rc, out, err = await self._run("update", f"--resources={path}", container_id)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if rc != 0:
+            raise OCIRuntimeError(
+                f"container {container_id}: {self.handler_name} update failed: "
+                f"{(err or out).strip() or f'exit status {rc}'}"
+            )
 
     async def reopen_log(self, container_id: str) -> None:
-        raise self._not_yet("reopen_log")
+        ctr = self._running(container_id)
+        ctl = ctr.bundle / "ctl"
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            reason = "conmon is not listening" if exc.errno == errno.ENXIO else exc.strerror
+            raise OCIRuntimeError(
+                f"container {container_id}: cannot reach conmon's {ctl}: {reason}"
+            ) from None
+        try:
+            os.write(fd, b"2 0 0\n")
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 5.0
+        while not os.path.exists(ctr.log_path):
+            if time.monotonic() > deadline:
+                raise OCIRuntimeError(
+                    f"container {container_id}: conmon did not reopen {ctr.log_path}"
+                )
+            await asyncio.sleep(0.005)
 
     async def container_stats(self, container_id: str) -> ContainerStats:
-        raise self._not_yet("container_stats")
+        ctr = self._get(container_id)
+        now = time.time_ns()
+        if ctr.exit is not None:
+            return ContainerStats(timestamp=now)
+        usage = await asyncio.to_thread(self.hierarchies.usage, ctr.cgroups_path)
+        return usage_to_stats(usage, now)

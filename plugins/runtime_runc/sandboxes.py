@@ -1,0 +1,196 @@
+"""The runc runtime's pods: pinned namespaces, a /dev/shm, a cgroup parent.
+
+What a pod holds is written to ``RUN_DIR/runc-sandbox.json`` so that a
+restarted crio can release it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crio.errors import InvalidRequestError
+from crio.oci.runtime import (
+    ContainerStats,
+    InterfaceStats,
+    NamespaceMode,
+    PodNamespaces,
+    SandboxSpec,
+    SandboxStats,
+)
+from crio.oci.sysctls import sysctl_namespace
+from crio_plugins.runtime_runc import _linux, namespaces
+from crio_plugins.runtime_runc._proc import parse_net_dev, read_json, write_json
+from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
+
+__all__ = ["PodSandbox", "Sandboxes", "usage_to_stats"]
+
+log = logging.getLogger("crio.runtime.runc")
+
+STATE_FILE = "runc-sandbox.json"
+
+
+@dataclass(slots=True)
+class PodSandbox:
+    pod_sandbox_id: str
+    run_dir: Path
+    namespaces: namespaces.NamespacePaths
+    shm: str
+    cgroup_parent: str
+    #: Levels of the cgroup parent that did not exist before the pod: removed with it.
+    cgroup_levels: list[str] = field(default_factory=list)
+
+    def pod_namespaces(self) -> PodNamespaces:
+        ns = self.namespaces
+        return PodNamespaces(network=ns.network, ipc=ns.ipc, uts=ns.uts, shm=self.shm or None)
+
+    def save(self) -> None:
+        write_json(
+            self.run_dir / STATE_FILE,
+            {
+                "pod_sandbox_id": self.pod_sandbox_id,
+                "network": self.namespaces.network,
+                "ipc": self.namespaces.ipc,
+                "uts": self.namespaces.uts,
+                "shm": self.shm,
+                "cgroup_parent": self.cgroup_parent,
+                "cgroup_levels": self.cgroup_levels,
+            },
+        )
+
+
+def usage_to_stats(usage: CgroupUsage, timestamp: int) -> ContainerStats:
+    return ContainerStats(
+        timestamp=timestamp,
+        cpu_usage_core_nanoseconds=usage.cpu_usage_core_nanoseconds,
+        memory_working_set_bytes=usage.memory_working_set_bytes,
+        memory_usage_bytes=usage.memory_usage_bytes,
+        oom_kill_count=usage.oom_kill_count,
+        memory_rss_bytes=usage.memory_rss_bytes,
+        memory_limit_bytes=usage.memory_limit_bytes,
+        page_faults=usage.page_faults,
+        major_page_faults=usage.major_page_faults,
+        swap_usage_bytes=usage.swap_usage_bytes,
+        process_count=usage.process_count,
+    )
+
+
+def _net_dev_in(netns_path: str) -> str:
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _linux.setns(fd, _linux.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    with open("/proc/thread-self/net/dev") as handle:
+        return handle.read()
+
+
+class Sandboxes:
+    """The pods of one runc handler."""
+
+    def __init__(self, namespaces_dir: Path, hierarchies: Hierarchies) -> None:
+        self.namespaces_dir = namespaces_dir
+        self.hierarchies = hierarchies
+        self._pods: dict[str, PodSandbox] = {}
+
+    def get(self, pod_sandbox_id: str) -> PodSandbox | None:
+        return self._pods.get(pod_sandbox_id)
+
+    async def create(self, spec: SandboxSpec) -> PodNamespaces:
+        kinds: list[str] = []
+        if spec.network_mode is not NamespaceMode.NODE:
+            kinds += ["network", "uts"]
+        if spec.ipc_mode is not NamespaceMode.NODE:
+            kinds.append("ipc")
+        for key in spec.sysctls:
+            if sysctl_namespace(key) not in kinds:
+                raise InvalidRequestError(
+                    f"linux.sysctls[{key}]: pod {spec.pod_sandbox_id} does not have that "
+                    "namespace to itself"
+                )
+        levels = (
+            await asyncio.to_thread(self.hierarchies.missing_levels, spec.cgroup_parent)
+            if spec.cgroup_parent
+            else []
+        )
+        paths = await namespaces.pin(
+            self.namespaces_dir,
+            spec.pod_sandbox_id,
+            tuple(kinds),
+            hostname=spec.hostname,
+            sysctls=spec.sysctls,
+        )
+        pod = PodSandbox(spec.pod_sandbox_id, spec.run_dir, paths, "", spec.cgroup_parent, levels)
+        try:
+            if "ipc" in kinds:
+                shm = spec.run_dir / "shm"
+                await asyncio.to_thread(namespaces.mount_shm, shm)
+                pod.shm = str(shm)
+            await asyncio.to_thread(pod.save)
+        except BaseException:
+            await self._release(pod)
+            raise
+        self._pods[spec.pod_sandbox_id] = pod
+        return pod.pod_namespaces()
+
+    async def restore(self, spec: SandboxSpec) -> PodNamespaces:
+        data = await asyncio.to_thread(read_json, spec.run_dir / STATE_FILE)
+        if data is None:
+            log.warning(
+                "pod sandbox %s: %s is missing; its namespaces are gone",
+                spec.pod_sandbox_id,
+                spec.run_dir / STATE_FILE,
+            )
+            data = {}
+        pod = PodSandbox(
+            pod_sandbox_id=spec.pod_sandbox_id,
+            run_dir=spec.run_dir,
+            namespaces=namespaces.NamespacePaths(
+                network=data.get("network"), ipc=data.get("ipc"), uts=data.get("uts")
+            ),
+            shm=str(data.get("shm") or ""),
+            cgroup_parent=str(data.get("cgroup_parent") or spec.cgroup_parent),
+            cgroup_levels=list(data.get("cgroup_levels") or []),
+        )
+        self._pods[spec.pod_sandbox_id] = pod
+        return pod.pod_namespaces()
+
+    async def remove(self, pod_sandbox_id: str) -> None:
+        pod = self._pods.pop(pod_sandbox_id, None)
+        if pod is not None:
+            await self._release(pod)
+
+    async def _release(self, pod: PodSandbox) -> None:
+        def release() -> list[str]:
+            if pod.shm:
+                namespaces.unmount_shm(Path(pod.shm))
+            namespaces.unpin(pod.namespaces)
+            busy = self.hierarchies.remove(pod.cgroup_levels)
+            with contextlib.suppress(FileNotFoundError):
+                (pod.run_dir / STATE_FILE).unlink()
+            return busy
+
+        busy = await asyncio.to_thread(release)
+        if busy:
+            log.warning("pod sandbox %s: cgroups still busy: %s", pod.pod_sandbox_id, busy)
+
+    async def stats(self, pod_sandbox_id: str) -> SandboxStats:
+        pod = self._pods.get(pod_sandbox_id)
+        now = time.time_ns()
+        if pod is None:
+            return SandboxStats(usage=ContainerStats(timestamp=now))
+        usage = await asyncio.to_thread(self.hierarchies.usage, pod.cgroup_parent)
+        interfaces: list[InterfaceStats] = []
+        if pod.namespaces.network and os.path.exists(pod.namespaces.network):
+            netns = pod.namespaces.network
+            try:
+                text = await namespaces.run_in_new_thread(lambda: _net_dev_in(netns))
+                interfaces = parse_net_dev(text)
+            except OSError as exc:
+                log.debug("pod sandbox %s: no network stats: %s", pod_sandbox_id, exc)
+        return SandboxStats(usage=usage_to_stats(usage, now), interfaces=interfaces)
