@@ -7,9 +7,12 @@ context, into an OCI ``config.json``. Field names are CRI's.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from crio.oci.runtime import NamespaceMode, PodNamespaces
 
@@ -232,4 +235,38 @@ class SpecDefaults:
     min_oom_score_adj: int = 0
     #: Whether the host runs the unified cgroup v2 hierarchy only.
     cgroup_v2: bool = False
+    #: Whether the host accounts swap (cgroup v1 memsw), so that swap can be capped.
+    swap_accounting: bool = False
+    #: Huge page sizes the host has ("2MB", "1GB"); limits for others are left out.
+    hugepage_sizes: tuple[str, ...] = ()
     privileged_without_host_devices: bool = False
+
+    @classmethod
+    def from_host(cls, **settings: Any) -> SpecDefaults:
+        """Defaults with the host facts read from /proc and /sys (blocking)."""
+        try:
+            with open("/proc/self/oom_score_adj") as handle:
+                own = int(handle.read().strip() or 0)
+        except OSError:
+            own = 0
+        sizes = []
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.listdir("/sys/kernel/mm/hugepages")):
+                kb = int(entry.removeprefix("hugepages-").removesuffix("kB"))
+                sizes.append(_page_size_name(kb))
+        cgroup_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        swap = cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+        facts: dict[str, Any] = {
+            "min_oom_score_adj": own,
+            "hugepage_sizes": tuple(sizes),
+            "cgroup_v2": cgroup_v2,
+            "swap_accounting": swap,
+        }
+        return cls(**{**facts, **settings})
+
+
+def _page_size_name(kb: int) -> str:
+    for unit, size in (("GB", 1 << 20), ("MB", 1 << 10)):
+        if kb % size == 0:
+            return f"{kb // size}{unit}"
+    return f"{kb}KB"

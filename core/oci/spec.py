@@ -252,8 +252,6 @@ def build_spec(
     defaults: SpecDefaults,
     rootfs: Path,
     target_pid: int = 0,
-    hugepage_sizes: tuple[str, ...] = (),
-    swap_accounting: bool = False,
     mountinfo: list[MountPoint] | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime spec for one container.
@@ -286,8 +284,8 @@ def build_spec(
         field_prefix="linux.resources",
         pids_limit=defaults.pids_limit,
         cgroup_v2=defaults.cgroup_v2,
-        swap_accounting=swap_accounting,
-        hugepage_sizes=hugepage_sizes,
+        swap_accounting=defaults.swap_accounting,
+        hugepage_sizes=defaults.hugepage_sizes,
     )
     mounts = default_mounts(
         privileged=sec.privileged,

@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crio.image.pull import Puller
+from crio.oci.container import SpecDefaults
+from crio.server._tasks import TaskSet
+from crio.state.hub import EventHub
 
 if TYPE_CHECKING:
     from crio.config import Config
     from crio.network import Network
     from crio.oci.runtime import Runtime
     from crio.plugins import Plugins
+    from crio.state.store import StateStore
     from crio.storage import Store
 
 __all__ = ["Deps", "NodeInfo"]
@@ -42,3 +46,13 @@ class Deps:
     store: Store | None = None
     #: Pulls in progress, so that concurrent pulls of one image share one download.
     image_pulls: Puller = field(default_factory=Puller)
+    #: Pod and container records (None only in tests of the info RPCs).
+    state: StateStore | None = None
+    #: Container events for GetContainerEvents.
+    events: EventHub = field(default_factory=EventHub)
+    #: Background work that outlives an RPC (exit watchers).
+    tasks: TaskSet = field(default_factory=TaskSet)
+    #: What every config.json starts from (node settings and host facts).
+    spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
+    #: CPU usage samples for usage_nano_cores: id -> (timestamp ns, usage ns).
+    cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -1,0 +1,188 @@
+"""Making a container: image, writable layer, config.json, runtime create, record.
+
+Shared by CreateContainer and by RunPodSandbox's infra container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crio.errors import InvalidRequestError, NotFoundError, StorageError
+from crio.oci.container import ContainerRequest, ImageConfig, PodContext
+from crio.oci.runtime import ContainerSpec, NamespaceMode, PodNamespaces
+from crio.oci.spec import build_spec, parse_signal
+from crio.server._common import Undo, runtime_of, state_of, store_of
+from crio.state.records import ContainerRecord, SandboxRecord
+
+if TYPE_CHECKING:
+    from crio.server.deps import Deps
+
+__all__ = ["make_container", "pod_context"]
+
+
+def pod_context(deps: Deps, pod: SandboxRecord) -> PodContext:
+    return PodContext(
+        pod_sandbox_id=pod.pod_sandbox_id,
+        name=pod.name,
+        namespace=pod.namespace,
+        uid=pod.uid,
+        hostname=pod.hostname,
+        namespaces=pod.namespaces,
+        network_mode=pod.network_mode,
+        pid_mode=pod.pid_mode,
+        ipc_mode=pod.ipc_mode,
+        cgroup_parent=pod.cgroup_parent,
+        files_dir=pod.run_dir,
+        shm_path=pod.namespaces.shm or "/dev/shm",
+        privileged=pod.privileged,
+        runtime_handler=pod.runtime_handler,
+    )
+
+
+def _log_path(deps: Deps, pod: SandboxRecord, container_id: str, relative: str) -> str:
+    base = pod.log_directory or deps.config.crio.log_dir
+    path = os.path.normpath(os.path.join(base, relative or f"{container_id}.log"))
+    if not path.startswith(base.rstrip("/") + "/"):
+        raise InvalidRequestError(f"CreateContainer: config.log_path {relative!r} leaves {base}")
+    return path
+
+
+async def _target_pid(deps: Deps, pod: SandboxRecord, request: ContainerRequest) -> int:
+    if request.security.pid is not NamespaceMode.TARGET:
+        return 0
+    target_id = request.security.target_id
+    try:
+        target = state_of(deps).container(target_id)
+    except NotFoundError:
+        raise NotFoundError(
+            "CreateContainer: linux.security_context.namespace_options.target_id: "
+            f"container {target_id} not found"
+        ) from None
+    if target.pod_sandbox_id != pod.pod_sandbox_id:
+        raise InvalidRequestError(
+            f"CreateContainer: target container {target_id} is not in pod {pod.pod_sandbox_id}"
+        )
+    status = await runtime_of(deps, target.runtime_handler).container_state(target.container_id)
+    return status.pid
+
+
+async def make_container(
+    deps: Deps,
+    pod: SandboxRecord,
+    request: ContainerRequest,
+    container_id: str,
+    name_key: str,
+    undo: Undo,
+    *,
+    infra: bool = False,
+    user_specified_image: str = "",
+) -> ContainerRecord:
+    """Create the container in the store and the runtime and return its record (not saved).
+
+    Every step pushes its reversal on ``undo``.
+    """
+    store = store_of(deps)
+    try:
+        image = await store.image(request.image)
+    except NotFoundError:
+        raise NotFoundError(
+            f"CreateContainer: config.image.image: image {request.image!r} is not in the store"
+        ) from None
+    raw_config = json.loads(await store.image_config(image.id))
+    image_config = ImageConfig.from_oci(raw_config.get("config"))
+    await store.create_container(
+        image.id,
+        names=[name_key],
+        container_id=container_id,
+        metadata=json.dumps(
+            {"pod-id": pod.pod_sandbox_id, "pod-name": pod.name, "image-name": request.image}
+        ),
+    )
+    undo.push("the container's layer", lambda: store.delete_container(container_id))
+    rootfs = await store.mount_container(container_id)
+    bundle = Path(store.container_run_dir(container_id))
+    await asyncio.to_thread(bundle.mkdir, parents=True, exist_ok=True)
+    handler = deps.config.crio.runtime.runtimes.get(pod.runtime_handler)
+    defaults = deps.spec_defaults
+    if handler is not None and handler.privileged_without_host_devices:
+        defaults = dataclasses.replace(defaults, privileged_without_host_devices=True)
+    target_pid = await _target_pid(deps, pod, request)
+    spec = await asyncio.to_thread(
+        build_spec,
+        container_id=container_id,
+        request=request,
+        image=image_config,
+        pod=pod_context(deps, pod),
+        defaults=defaults,
+        rootfs=Path(rootfs),
+        target_pid=target_pid,
+    )
+    log_path = _log_path(deps, pod, container_id, request.log_path)
+    await asyncio.to_thread(os.makedirs, os.path.dirname(log_path), exist_ok=True)
+    runtime = runtime_of(deps, pod.runtime_handler)
+    await runtime.create_container(
+        ContainerSpec(
+            container_id=container_id,
+            pod_sandbox_id=pod.pod_sandbox_id,
+            name=name_key,
+            bundle=bundle,
+            oci_spec=spec,
+            log_path=log_path,
+            stdin=request.stdin,
+            stdin_once=request.stdin_once,
+            tty=request.tty,
+            annotations=dict(request.annotations),
+            stop_signal=parse_signal(image_config.stop_signal),
+        )
+    )
+    undo.push("the runtime's container", lambda: runtime.remove_container(container_id))
+    names = getattr(image, "names", ()) or ()
+    return ContainerRecord(
+        container_id=container_id,
+        pod_sandbox_id=pod.pod_sandbox_id,
+        name=request.name,
+        attempt=request.attempt,
+        runtime_handler=pod.runtime_handler,
+        created_at=deps.clock(),
+        bundle=str(bundle),
+        image=names[0] if names and request.image == image.id else request.image,
+        image_ref=f"sha256:{image.id}" if not str(image.id).startswith("sha256:") else image.id,
+        user_specified_image=user_specified_image,
+        rootfs=str(rootfs),
+        labels=dict(request.labels),
+        annotations=dict(request.annotations),
+        log_path=log_path,
+        mounts=request.mounts,
+        resources=request.resources,
+        tty=request.tty,
+        stdin=request.stdin,
+        stdin_once=request.stdin_once,
+        infra=infra,
+    )
+
+
+async def restore_spec(deps: Deps, ctr: ContainerRecord) -> ContainerSpec:
+    """The ContainerSpec a runtime's restore_container gets (without the OCI spec)."""
+    return ContainerSpec(
+        container_id=ctr.container_id,
+        pod_sandbox_id=ctr.pod_sandbox_id,
+        name=ctr.name,
+        bundle=Path(ctr.bundle),
+        oci_spec={},
+        log_path=ctr.log_path,
+        stdin=ctr.stdin,
+        stdin_once=ctr.stdin_once,
+        tty=ctr.tty,
+        annotations=dict(ctr.annotations),
+    )
+
+
+def namespaces_with_pid(namespaces: PodNamespaces, pid: int) -> PodNamespaces:
+    if pid <= 0:
+        raise StorageError("the infra container has no PID")
+    return dataclasses.replace(namespaces, pid=f"/proc/{pid}/ns/pid")

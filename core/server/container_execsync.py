@@ -1,0 +1,31 @@
+"""ExecSync: run a command in a running container and return its output and exit code."""
+
+from __future__ import annotations
+
+from crio.api import api_pb2 as api
+from crio.errors import InvalidRequestError, WrongStateError
+from crio.server._common import runtime_of, state_of
+from crio.server._cri_in import require
+from crio.server.deps import Deps
+from crio.state.records import ContainerState
+
+__all__ = ["exec_sync"]
+
+
+async def exec_sync(deps: Deps, req: api.ExecSyncRequest) -> api.ExecSyncResponse:
+    require(req.container_id, "container_id", "ExecSync")
+    if not req.cmd or not req.cmd[0]:
+        raise InvalidRequestError("ExecSync: cmd is empty")
+    if req.timeout < 0:
+        raise InvalidRequestError(f"ExecSync: timeout {req.timeout} is negative")
+    ctr = state_of(deps).container(req.container_id)
+    if ctr.state is not ContainerState.RUNNING:
+        raise WrongStateError(
+            f"ExecSync: container {ctr.container_id} is {ctr.state.value}, not running"
+        )
+    result = await runtime_of(deps, ctr.runtime_handler).exec_sync(
+        ctr.container_id, list(req.cmd), float(req.timeout)
+    )
+    return api.ExecSyncResponse(
+        stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
+    )

@@ -1,0 +1,275 @@
+"""RunPodSandbox: namespaces, network, the pod's files, an infra container when needed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from crio.api import api_pb2 as api
+from crio.errors import InvalidRequestError, UnavailableError
+from crio.network import PodNetwork
+from crio.oci.container import ContainerRequest, SecurityContext
+from crio.oci.podfiles import (
+    render_hostname,
+    render_hosts,
+    render_resolv_conf,
+    validate_hostname,
+)
+from crio.oci.runtime import NamespaceMode, SandboxSpec
+from crio.oci.sysctls import validate_sysctls
+from crio.server import _cri_in
+from crio.server._common import Undo, new_id, runtime_of, sandbox_event, state_of
+from crio.server._containers import make_container, namespaces_with_pid
+from crio.server._lifecycle import spawn_exit_watch
+from crio.server.deps import Deps
+from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
+
+__all__ = ["TRUSTED_SANDBOX_ANNOTATION", "choose_handler", "run_pod_sandbox", "sandbox_run_dir"]
+
+RPC = "RunPodSandbox"
+TRUSTED_SANDBOX_ANNOTATION = "io.kubernetes.cri-o.TrustedSandbox"
+
+
+def sandbox_run_dir(deps: Deps, pod_sandbox_id: str) -> Path:
+    return Path(deps.config.crio.runroot) / "crio-sandboxes" / pod_sandbox_id
+
+
+def choose_handler(
+    deps: Deps, requested: str, annotations: dict[str, str], host_namespaces: bool
+) -> str:
+    """The handler for a pod: RuntimeClass's, else the 2017 trust rules, else the default."""
+    runtime = deps.config.crio.runtime
+    if requested:
+        if requested not in runtime.runtimes:
+            have = ", ".join(sorted(runtime.runtimes))
+            raise InvalidRequestError(
+                f"{RPC}: runtime_handler {requested!r} is not a configured handler (have: {have})"
+            )
+        return requested
+    trusted = runtime.default_workload_trust == "trusted"
+    value = annotations.get(TRUSTED_SANDBOX_ANNOTATION)
+    if value is not None:
+        if value.lower() not in ("true", "false"):
+            raise InvalidRequestError(
+                f"{RPC}: annotations[{TRUSTED_SANDBOX_ANNOTATION}]: {value!r} is not "
+                "'true' or 'false'"
+            )
+        trusted = value.lower() == "true"
+    if not trusted and not host_namespaces and runtime.runtime_untrusted_workload:
+        return runtime.runtime_untrusted_workload
+    return runtime.default_runtime
+
+
+def _validate(config: api.PodSandboxConfig) -> None:
+    if not config.HasField("metadata"):
+        raise InvalidRequestError(f"{RPC}: config.metadata is missing")
+    meta = config.metadata
+    for field_name in ("name", "namespace", "uid"):
+        _cri_in.require(getattr(meta, field_name), f"config.metadata.{field_name}", RPC)
+    for field_name in ("name", "namespace", "uid"):
+        if "/" in getattr(meta, field_name):
+            raise InvalidRequestError(f"{RPC}: config.metadata.{field_name} contains '/'")
+    if config.log_directory and not config.log_directory.startswith("/"):
+        raise InvalidRequestError(
+            f"{RPC}: config.log_directory {config.log_directory!r} is not an absolute path"
+        )
+    parent = config.linux.cgroup_parent
+    if parent and (not parent.startswith("/") or ".." in parent.split("/")):
+        raise InvalidRequestError(
+            f"{RPC}: config.linux.cgroup_parent {parent!r} is not an absolute cgroupfs path"
+        )
+
+
+def _files(pod: SandboxRecord, dns: api.DNSConfig) -> dict[str, bytes]:
+    if dns.servers or dns.searches or dns.options:
+        resolv = render_resolv_conf(dns.servers, dns.searches, dns.options)
+    else:
+        try:
+            resolv = Path("/etc/resolv.conf").read_bytes()
+        except OSError:
+            resolv = b""
+    if pod.host_network:
+        try:
+            hosts = Path("/etc/hosts").read_bytes()
+        except OSError:
+            hosts = render_hosts(pod.hostname)
+    else:
+        hosts = render_hosts(pod.hostname, pod.ips)
+    return {"hostname": render_hostname(pod.hostname), "hosts": hosts, "resolv.conf": resolv}
+
+
+def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    for name, data in files.items():
+        (run_dir / name).write_bytes(data)
+        os.chmod(run_dir / name, 0o644)
+
+
+def _record(deps: Deps, req: api.RunPodSandboxRequest, pod_id: str, handler: str) -> SandboxRecord:
+    config = req.config
+    sec = config.linux.security_context
+    ns = sec.namespace_options
+    modes = {
+        kind: _cri_in.namespace_mode(getattr(ns, kind), f"namespace_options.{kind}")
+        for kind in ("network", "pid", "ipc")
+    }
+    for kind, mode in modes.items():
+        if mode is NamespaceMode.TARGET:
+            raise InvalidRequestError(
+                f"{RPC}: config.linux.security_context.namespace_options.{kind}: "
+                "TARGET is not valid for a pod"
+            )
+    host_network = modes["network"] is NamespaceMode.NODE
+    hostname = config.hostname
+    if host_network:
+        hostname = hostname or socket.gethostname()
+    else:
+        hostname = hostname or config.metadata.name[:63]
+    validate_hostname(hostname, f"{RPC}: config.hostname")
+    sysctls = dict(config.linux.sysctls)
+    for item in deps.config.crio.runtime.default_sysctls:
+        key, _, value = item.partition("=")
+        sysctls.setdefault(key, value)
+    validate_sysctls(
+        sysctls, host_network=host_network, host_ipc=modes["ipc"] is NamespaceMode.NODE
+    )
+    return SandboxRecord(
+        pod_sandbox_id=pod_id,
+        name=config.metadata.name,
+        namespace=config.metadata.namespace,
+        uid=config.metadata.uid,
+        attempt=config.metadata.attempt,
+        runtime_handler=handler,
+        created_at=deps.clock(),
+        run_dir=str(sandbox_run_dir(deps, pod_id)),
+        hostname=hostname,
+        log_directory=config.log_directory,
+        cgroup_parent=config.linux.cgroup_parent or f"/crio/pod-{pod_id}",
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+        network_mode=modes["network"],
+        pid_mode=modes["pid"],
+        ipc_mode=modes["ipc"],
+        port_mappings=_cri_in.port_mappings(list(config.port_mappings)),
+        dns=_cri_in.dns_config(config.dns_config),
+        sysctls=sysctls,
+        privileged=sec.privileged,
+    )
+
+
+def _sandbox_spec(pod: SandboxRecord) -> SandboxSpec:
+    return SandboxSpec(
+        pod_sandbox_id=pod.pod_sandbox_id,
+        name=pod.name,
+        namespace=pod.namespace,
+        uid=pod.uid,
+        attempt=pod.attempt,
+        hostname=pod.hostname,
+        run_dir=Path(pod.run_dir),
+        log_directory=pod.log_directory,
+        cgroup_parent=pod.cgroup_parent,
+        labels=dict(pod.labels),
+        annotations=dict(pod.annotations),
+        network_mode=pod.network_mode,
+        pid_mode=pod.pid_mode,
+        ipc_mode=pod.ipc_mode,
+        sysctls=dict(pod.sysctls),
+        privileged=pod.privileged,
+    )
+
+
+def pod_network(pod: SandboxRecord) -> PodNetwork:
+    return PodNetwork(
+        pod_sandbox_id=pod.pod_sandbox_id,
+        name=pod.name,
+        namespace=pod.namespace,
+        uid=pod.uid,
+        netns_path=pod.namespaces.network or "",
+        port_mappings=pod.port_mappings,
+        annotations=dict(pod.annotations),
+    )
+
+
+async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRecord:
+    """Run the pause container; the pod's PID namespace becomes its."""
+    image = deps.config.crio.image
+    infra_id = new_id()
+    request = ContainerRequest(
+        name="POD",
+        attempt=pod.attempt,
+        image=image.pause_image,
+        command=(image.pause_command,),
+        security=SecurityContext(
+            pid=NamespaceMode.CONTAINER if pod.pid_mode is not NamespaceMode.NODE else pod.pid_mode,
+            readonly_rootfs=True,
+            no_new_privs=True,
+            privileged=False,
+        ),
+    )
+    key = sandbox_name_key(pod.name, pod.namespace, pod.uid, pod.attempt) + "_infra"
+    record = await make_container(deps, pod, request, infra_id, key, undo, infra=True)
+    runtime = runtime_of(deps, pod.runtime_handler)
+    await runtime.start_container(infra_id)
+    status = await runtime.container_state(infra_id)
+    record = dataclasses.replace(
+        record, state=ContainerState.RUNNING, started_at=status.started_at, pid=status.pid
+    )
+    await state_of(deps).save_container(record)
+    undo.push("the infra record", lambda: state_of(deps).remove_container(infra_id))
+    spawn_exit_watch(deps, record)
+    namespaces = pod.namespaces
+    if pod.pid_mode is NamespaceMode.POD:
+        namespaces = namespaces_with_pid(namespaces, status.pid)
+    return dataclasses.replace(pod, namespaces=namespaces, infra_container_id=infra_id)
+
+
+async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunPodSandboxResponse:
+    if not req.HasField("config"):
+        raise InvalidRequestError(f"{RPC}: config is missing")
+    config = req.config
+    _validate(config)
+    ns = config.linux.security_context.namespace_options
+    host_namespaces = api.NODE in (ns.network, ns.pid, ns.ipc)
+    handler = choose_handler(deps, req.runtime_handler, dict(config.annotations), host_namespaces)
+    runtime = runtime_of(deps, handler)
+    state = state_of(deps)
+    pod_id = new_id()
+    pod = _record(deps, req, pod_id, handler)
+    state.reserve_name(pod.name_key, pod_id)
+    undo = Undo(f"pod sandbox {pod_id}")
+    try:
+        run_dir = Path(pod.run_dir)
+        undo.push("the run directory", lambda: asyncio.to_thread(shutil.rmtree, run_dir, True))
+        await asyncio.to_thread(_write_files, run_dir, _files(pod, config.dns_config))
+        namespaces = await runtime.create_sandbox(_sandbox_spec(pod))
+        undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
+        pod = dataclasses.replace(pod, namespaces=namespaces)
+        result: dict[str, object] = {}
+        if not pod.host_network:
+            network = deps.network
+            if network is None:
+                raise UnavailableError(
+                    f"{RPC}: pod {pod.name_key} needs a pod network, and there is none: "
+                    f"{deps.network_error or 'no network plugin'}"
+                )
+            attached = pod_network(pod)
+            status = await network.setup(attached)
+            undo.push("the pod network", lambda: network.teardown(attached))
+            pod = dataclasses.replace(pod, ips=tuple(status.ips))
+            result = dict(status.result)
+            hosts = render_hosts(pod.hostname, pod.ips)
+            await asyncio.to_thread((run_dir / "hosts").write_bytes, hosts)
+        await runtime.start_sandbox(pod_id, result)
+        if not deps.config.crio.runtime.drop_infra_ctr or pod.pid_mode is NamespaceMode.POD:
+            pod = await _start_infra(deps, pod, undo)
+        await state.save_sandbox(pod)
+    except BaseException:
+        await undo.unwind()
+        state.release_name(pod.name_key, pod_id)
+        raise
+    deps.plugins.notify("crio_sandbox_created", sandbox=sandbox_event(pod))
+    return api.RunPodSandboxResponse(pod_sandbox_id=pod_id)
