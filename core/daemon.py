@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,14 @@ from crio import __version__
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
 from crio.network import Network
+from crio.oci.container import SpecDefaults
 from crio.oci.runtime import Runtime
 from crio.plugins import Plugins
 from crio.server import HANDLERS
+from crio.server._restore import restore
 from crio.server.deps import Deps
 from crio.server.service import generic_handlers
+from crio.state.store import StateStore
 from crio.storage import Store
 
 __all__ = ["SocketInUseError", "claim_socket", "serve"]
@@ -74,6 +78,7 @@ class _Components:
     network: Network | None
     network_error: str
     store: Store
+    state: StateStore | None = None
 
 
 def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
@@ -120,7 +125,34 @@ async def _start_components(config: Config, plugins: Plugins) -> _Components:
         # Pods with host networking still work; NetworkReady says why others do not.
         network, network_error = None, str(exc)
         log.warning("no pod network: %s", exc)
-    return _Components(runtimes, network, network_error, store)
+    parts = _Components(runtimes, network, network_error, store)
+    try:
+        parts.state = StateStore(Path(config.crio.state_dir))
+        for problem in await parts.state.open():
+            log.error("%s", problem)
+    except BaseException:
+        await _close_all([*runtimes.values(), *([network] if network else []), store])
+        raise
+    return parts
+
+
+def _spec_defaults(config: Config) -> SpecDefaults:
+    rt = config.crio.runtime
+    return SpecDefaults.from_host(
+        capabilities=tuple(rt.default_capabilities),
+        env=tuple(rt.default_env),
+        ulimits=tuple(rt.default_ulimits),
+        pids_limit=rt.pids_limit,
+        seccomp_profile=rt.seccomp_profile,
+    )
+
+
+def _use_pidfd_child_watcher() -> None:
+    """Wait for children through pidfds, not a thread per child (the 3.11 default)."""
+    if sys.version_info < (3, 12):
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(asyncio.get_running_loop())
+        asyncio.set_child_watcher(watcher)
 
 
 async def _close_all(closables: object) -> None:
@@ -151,6 +183,7 @@ async def serve(
     """Serve CRI until SIGTERM or SIGINT; SIGHUP calls ``reload`` and re-configures plugins."""
     listen = Path(config.crio.api.listen)
     claim_socket(listen)
+    _use_pidfd_child_watcher()
     plugins.configure(config)
     parts = await _start_components(config, plugins)
     deps = Deps(
@@ -160,7 +193,10 @@ async def serve(
         runtimes=parts.runtimes,
         network=parts.network,
         network_error=parts.network_error,
+        state=parts.state,
+        spec_defaults=await asyncio.to_thread(_spec_defaults, config),
     )
+    await restore(deps)
     api = config.crio.api
     server = grpc.aio.server(
         options=[
@@ -179,6 +215,8 @@ async def serve(
         log.info("stopping: letting in-flight calls finish for up to %.0fs", STOP_GRACE_SECONDS)
         await server.stop(grace=STOP_GRACE_SECONDS)
     finally:
+        deps.events.close()
+        await deps.tasks.close()
         await _close_all(parts.runtimes.values())
         if parts.network is not None:
             await _close_all([parts.network])

@@ -153,13 +153,15 @@ def _namespaces(
         out.append({"type": "ipc", **({"path": pod_ns.ipc} if pod_ns.ipc else {})})
     pid_mode = request.security.pid
     field_name = "linux.security_context.namespace_options.pid"
+    if pid_mode is NamespaceMode.POD and not pod_ns.pid:
+        # POD means "the pod's": a pod that shares none gives each container its own
+        # (or the host's, for a hostPID pod).
+        pid_mode = (
+            NamespaceMode.NODE if pod.pid_mode is NamespaceMode.NODE else NamespaceMode.CONTAINER
+        )
     if pid_mode is NamespaceMode.CONTAINER:
         out.append({"type": "pid"})
     elif pid_mode is NamespaceMode.POD:
-        if not pod_ns.pid:
-            raise InvalidRequestError(
-                f"{field_name}: POD, but pod {pod.pod_sandbox_id} has no shared PID namespace"
-            )
         out.append({"type": "pid", "path": pod_ns.pid})
     elif pid_mode is NamespaceMode.TARGET:
         if target_pid <= 0:

@@ -81,6 +81,7 @@ async def make_container(
     *,
     infra: bool = False,
     user_specified_image: str = "",
+    image_field: str = "CreateContainer: config.image.image",
 ) -> ContainerRecord:
     """Create the container in the store and the runtime and return its record (not saved).
 
@@ -90,9 +91,7 @@ async def make_container(
     try:
         image = await store.image(request.image)
     except NotFoundError:
-        raise NotFoundError(
-            f"CreateContainer: config.image.image: image {request.image!r} is not in the store"
-        ) from None
+        raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store") from None
     raw_config = json.loads(await store.image_config(image.id))
     image_config = ImageConfig.from_oci(raw_config.get("config"))
     await store.create_container(
@@ -112,16 +111,19 @@ async def make_container(
     if handler is not None and handler.privileged_without_host_devices:
         defaults = dataclasses.replace(defaults, privileged_without_host_devices=True)
     target_pid = await _target_pid(deps, pod, request)
-    spec = await asyncio.to_thread(
-        build_spec,
-        container_id=container_id,
-        request=request,
-        image=image_config,
-        pod=pod_context(deps, pod),
-        defaults=defaults,
-        rootfs=Path(rootfs),
-        target_pid=target_pid,
-    )
+    try:
+        spec = await asyncio.to_thread(
+            build_spec,
+            container_id=container_id,
+            request=request,
+            image=image_config,
+            pod=pod_context(deps, pod),
+            defaults=defaults,
+            rootfs=Path(rootfs),
+            target_pid=target_pid,
+        )
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{image_field.partition(':')[0]}: {exc}") from None
     log_path = _log_path(deps, pod, container_id, request.log_path)
     await asyncio.to_thread(os.makedirs, os.path.dirname(log_path), exist_ok=True)
     runtime = runtime_of(deps, pod.runtime_handler)
@@ -163,22 +165,6 @@ async def make_container(
         stdin=request.stdin,
         stdin_once=request.stdin_once,
         infra=infra,
-    )
-
-
-async def restore_spec(deps: Deps, ctr: ContainerRecord) -> ContainerSpec:
-    """The ContainerSpec a runtime's restore_container gets (without the OCI spec)."""
-    return ContainerSpec(
-        container_id=ctr.container_id,
-        pod_sandbox_id=ctr.pod_sandbox_id,
-        name=ctr.name,
-        bundle=Path(ctr.bundle),
-        oci_spec={},
-        log_path=ctr.log_path,
-        stdin=ctr.stdin,
-        stdin_once=ctr.stdin_once,
-        tty=ctr.tty,
-        annotations=dict(ctr.annotations),
     )
 
 

@@ -19,12 +19,13 @@ from crio.oci.podfiles import (
     render_resolv_conf,
     validate_hostname,
 )
-from crio.oci.runtime import NamespaceMode, SandboxSpec
+from crio.oci.runtime import NamespaceMode
 from crio.oci.sysctls import validate_sysctls
 from crio.server import _cri_in
 from crio.server._common import Undo, new_id, runtime_of, sandbox_event, state_of
 from crio.server._containers import make_container, namespaces_with_pid
 from crio.server._lifecycle import spawn_exit_watch
+from crio.server._restore import sandbox_spec
 from crio.server.deps import Deps
 from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
 
@@ -161,27 +162,6 @@ def _record(deps: Deps, req: api.RunPodSandboxRequest, pod_id: str, handler: str
     )
 
 
-def _sandbox_spec(pod: SandboxRecord) -> SandboxSpec:
-    return SandboxSpec(
-        pod_sandbox_id=pod.pod_sandbox_id,
-        name=pod.name,
-        namespace=pod.namespace,
-        uid=pod.uid,
-        attempt=pod.attempt,
-        hostname=pod.hostname,
-        run_dir=Path(pod.run_dir),
-        log_directory=pod.log_directory,
-        cgroup_parent=pod.cgroup_parent,
-        labels=dict(pod.labels),
-        annotations=dict(pod.annotations),
-        network_mode=pod.network_mode,
-        pid_mode=pod.pid_mode,
-        ipc_mode=pod.ipc_mode,
-        sysctls=dict(pod.sysctls),
-        privileged=pod.privileged,
-    )
-
-
 def pod_network(pod: SandboxRecord) -> PodNetwork:
     return PodNetwork(
         pod_sandbox_id=pod.pod_sandbox_id,
@@ -211,7 +191,16 @@ async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRec
         ),
     )
     key = sandbox_name_key(pod.name, pod.namespace, pod.uid, pod.attempt) + "_infra"
-    record = await make_container(deps, pod, request, infra_id, key, undo, infra=True)
+    record = await make_container(
+        deps,
+        pod,
+        request,
+        infra_id,
+        key,
+        undo,
+        infra=True,
+        image_field=f"{RPC}: the infra container's crio.image.pause_image",
+    )
     runtime = runtime_of(deps, pod.runtime_handler)
     await runtime.start_container(infra_id)
     status = await runtime.container_state(infra_id)
@@ -245,7 +234,7 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
         run_dir = Path(pod.run_dir)
         undo.push("the run directory", lambda: asyncio.to_thread(shutil.rmtree, run_dir, True))
         await asyncio.to_thread(_write_files, run_dir, _files(pod, config.dns_config))
-        namespaces = await runtime.create_sandbox(_sandbox_spec(pod))
+        namespaces = await runtime.create_sandbox(sandbox_spec(pod))
         undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
         pod = dataclasses.replace(pod, namespaces=namespaces)
         result: dict[str, object] = {}

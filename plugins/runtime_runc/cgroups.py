@@ -127,19 +127,24 @@ class Hierarchies:
         return missing
 
     def remove(self, levels: Iterable[str]) -> list[str]:
-        """rmdir ``levels`` (deepest first) in every hierarchy; return those still busy."""
+        """rmdir ``levels`` (deepest first) in every hierarchy; return the deepest still busy.
+
+        A shallower level may be shared with other pods created at the same
+        time; it is left alone when busy.
+        """
+        ordered = sorted(levels, key=len, reverse=True)
         busy = []
-        for level in sorted(levels, key=len, reverse=True):
+        for i, level in enumerate(ordered):
             for mount_point in self.mount_points():
                 try:
                     os.rmdir(mount_point + level)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
-                    if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
-                        busy.append(mount_point + level)
-                    else:
+                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                         raise
+                    if i == 0:
+                        busy.append(mount_point + level)
         return busy
 
     def pids(self, cgroup_path: str) -> list[int]:

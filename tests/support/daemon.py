@@ -74,6 +74,9 @@ class CrioProcess:
                 "namespaces_dir": str(self.base / "ns"),
             },
             "crio.network": {"network_dir": str(self.base / "net.d")},
+            # Private runtime state per handler: never the host's /run/runc.
+            "crio.runtime.runtimes.runc": {"runtime_root": str(self.base / "rt-runc")},
+            "crio.runtime.runtimes.crun": {"runtime_root": str(self.base / "rt-crun")},
         }
         for table, keys in (extra or {}).items():
             tables.setdefault(table, {}).update(keys)
