@@ -6,8 +6,9 @@ once conmon may go on (it waits for it before forking the runtime); conmon
 answers on the sync pipe with one JSON object per line: ``{"data": PID}``
 when the runtime created the process, ``{"data": -1, "message": "..."}`` when
 it failed (the message is the runtime's stderr). In exec mode with
-``--sync`` a second object carries the exit code; a timeout reads
-``{"data": -1, "message": "command timed out"}``.
+``--sync`` the first object carries the exec'd process's PID and a second
+one its exit code. ExecSync's timeout is kept here rather than with conmon's
+``-T``, which reports the timeout but leaves the process running.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +29,8 @@ from typing import Any
 from crio.errors import DeadlineExceededError, OCIRuntimeError
 from crio_plugins.runtime_runc.crilog import split_streams
 
-__all__ = ["TIMED_OUT", "ConmonSettings", "create_container", "exec_sync"]
+__all__ = ["ConmonSettings", "create_container", "exec_sync"]
 
-#: conmon's message when an exec's timeout (-T) fired.
-TIMED_OUT = "command timed out"
 #: ExecSync output is capped (CVE-2022-1708): 16 MiB over both streams.
 EXEC_OUTPUT_MAX = 16 * 1024 * 1024
 
@@ -207,7 +207,7 @@ async def exec_sync(
     :param work_dir: a directory for this exec's files; created and removed here.
     :returns: (exit code, stdout, stderr), each stream as the process wrote it.
     :raises DeadlineExceededError: when ``timeout`` (seconds, 0: none) fired;
-        conmon has killed the process by then.
+        the process has been killed by then.
     :raises OCIRuntimeError: when the runtime could not start the process.
     """
     exec_id = secrets.token_hex(8)
@@ -224,9 +224,8 @@ async def exec_sync(
         "--log-global-size-max", str(EXEC_OUTPUT_MAX),
         "--sync",
     ]  # fmt: skip
-    if timeout > 0:
-        args += ["-T", str(max(1, round(timeout)))]
     pipes = _Pipes()
+    timed_out = False
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
@@ -240,7 +239,17 @@ async def exec_sync(
         pipes.spawned()
         try:
             started = await pipes.message()
-            finished = await pipes.message() if started is not None else None
+            pid = int((started or {}).get("data", -1))
+            finished = None
+            if pid > 0:
+                try:
+                    finished = await asyncio.wait_for(pipes.message(), timeout or None)
+                except TimeoutError:
+                    # conmon's own -T leaves the process running: kill it while it is
+                    # still conmon's unreaped child (so the PID cannot be another's).
+                    timed_out = True
+                    _kill(pid)
+                    finished = await pipes.message()
             _, err = await proc.communicate()
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
@@ -251,6 +260,10 @@ async def exec_sync(
     finally:
         pipes.close()
         await asyncio.to_thread(_cleanup, work_dir, Path(settings.attach_dir) / exec_id)
+    if timed_out:
+        raise DeadlineExceededError(
+            f"container {container_id}: exec timed out after {timeout:g} seconds"
+        )
     if started is None or int(started.get("data", -1)) <= 0:
         text = str((started or {}).get("message", "")).strip() or _stderr_text(err)
         raise OCIRuntimeError(f"container {container_id}: exec failed: {text or 'no message'}")
@@ -261,14 +274,15 @@ async def exec_sync(
         )
     code = int(finished.get("data", -1))
     message = str(finished.get("message", ""))
-    if code == -1 and TIMED_OUT in message:
-        raise DeadlineExceededError(
-            f"container {container_id}: exec timed out after {timeout:g} seconds"
-        )
     if code == -1:
         raise OCIRuntimeError(f"container {container_id}: exec failed: {message or 'no message'}")
     stdout, stderr = split_streams(output)
     return code, stdout, stderr
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _read_capped(path: Path) -> bytes:

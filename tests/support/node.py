@@ -1,0 +1,119 @@
+"""A crio node for runtime tests: busybox and pause images, a private cgroup parent, leak checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from crio.api import api_pb2 as api
+from support.cri import PAUSE_IMAGE, Cri, pod_config, seed_images
+from support.daemon import CrioProcess
+
+__all__ = ["HANDLERS", "Node", "start_node", "stop_node"]
+
+HANDLERS = ("runc", "crun")
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as handle:
+        return [line.split()[4] for line in handle if line.split()[4].startswith(str(path))]
+
+
+def _cgroup_dirs(cgroup_root: str) -> list[str]:
+    found = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if (hierarchy / cgroup_root.lstrip("/")).exists():
+            found.append(str(hierarchy / cgroup_root.lstrip("/")))
+    return found
+
+
+@dataclass
+class Node:
+    """One crio under test, its client, and what a test needs to look at the host."""
+
+    crio: CrioProcess
+    cri: Cri
+    cgroup_root: str = field(default_factory=lambda: f"/crio-test-{secrets.token_hex(4)}")
+    _channel: Any = None
+
+    @property
+    def base(self) -> Path:
+        return self.crio.base
+
+    def pod(self, **kwargs: Any) -> api.PodSandboxConfig:
+        """A pod config with this test's cgroup parent and log directory."""
+        config = pod_config(**kwargs)
+        if not config.linux.cgroup_parent:
+            config.linux.cgroup_parent = f"{self.cgroup_root}/pod-{config.metadata.uid}"
+        if not config.log_directory:
+            config.log_directory = str(self.base / "pods" / config.metadata.uid)
+        return config
+
+    def cgroup_file(self, controller: str, pod: api.PodSandboxConfig, cid: str, name: str) -> str:
+        path = Path("/sys/fs/cgroup", controller, pod.linux.cgroup_parent.lstrip("/"))
+        return (path / f"crio-{cid}" / name).read_text().strip()
+
+    def restart(self) -> None:
+        self._channel.close()
+        assert self.crio.stop() == 0
+        self.crio.start()
+        self._channel = grpc.insecure_channel(f"unix://{self.crio.socket}")
+        self.cri = Cri(self._channel)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        pins = []
+        ns_dir = self.base / "ns"
+        if ns_dir.exists():
+            pins = [str(p) for p in ns_dir.rglob("*") if p.is_file()]
+        exits = list((self.base / "exits").glob("*")) if (self.base / "exits").exists() else []
+        return {
+            "mounts": _mounts_under(self.base),
+            "namespace pins": pins,
+            "cgroups": _cgroup_dirs(self.cgroup_root + "/pod-"),
+            "exit files": [str(p) for p in exits],
+        }
+
+
+def start_node(extra: Mapping[str, Mapping[str, Any]] | None) -> Node:
+    for binary in ("/usr/bin/runc", "/usr/bin/crun", "/usr/bin/conmon"):
+        if not os.access(binary, os.X_OK):
+            pytest.skip(f"{binary} is not installed")
+    tables: dict[str, dict[str, Any]] = {
+        "crio.image": {"pause_image": PAUSE_IMAGE, "pause_command": "/pause"}
+    }
+    for table, keys in (extra or {}).items():
+        tables.setdefault(table, {}).update(keys)
+    process = CrioProcess(tables)
+    seed_images(process.base / "root", process.base / "runroot")
+    process.start()
+    channel = grpc.insecure_channel(f"unix://{process.socket}")
+    return Node(process, Cri(channel), _channel=channel)
+
+
+def stop_node(node: Node) -> None:
+    try:
+        with contextlib.suppress(Exception):
+            node.cri.remove_everything()
+        leftovers = node.leftovers()
+        node._channel.close()
+        node.crio.stop()
+    finally:
+        for path in _cgroup_dirs(node.cgroup_root):
+            for sub in sorted(Path(path).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+            with contextlib.suppress(OSError):
+                Path(path).rmdir()
+        for mount in reversed(_mounts_under(node.base)):
+            os.system(f"umount -l {mount} 2>/dev/null")
+        node.crio.cleanup()
+    assert not any(leftovers.values()), leftovers
