@@ -6,7 +6,12 @@ from collections.abc import Iterable
 
 from crio.errors import InvalidRequestError
 
-__all__ = ["ALL_CAPABILITIES", "capability_name", "resolve_capabilities"]
+__all__ = [
+    "ALL_CAPABILITIES",
+    "capabilities_from_mask",
+    "capability_name",
+    "resolve_capabilities",
+]
 
 #: Every capability the kernel knows, in bit order (CAP_CHOWN = 0).
 ALL_CAPABILITIES: tuple[str, ...] = (
@@ -67,25 +72,45 @@ def capability_name(name: str, field_name: str) -> str:
     return full
 
 
+def capabilities_from_mask(mask: int) -> tuple[str, ...]:
+    """The capabilities of a bit mask such as /proc/self/status's CapBnd."""
+    return tuple(name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1)
+
+
 def resolve_capabilities(
-    defaults: Iterable[str], add: Iterable[str], drop: Iterable[str], field_prefix: str
+    defaults: Iterable[str],
+    add: Iterable[str],
+    drop: Iterable[str],
+    field_prefix: str,
+    available: Iterable[str] = ALL_CAPABILITIES,
 ) -> list[str]:
     """The capability set after CRI's rules, in bit order.
 
-    "ALL" in ``add`` starts from every capability, "ALL" in ``drop`` from
-    none; the other names are then added and dropped one by one, so that
-    add ALL + drop CHOWN means "everything but CAP_CHOWN" (kubernetes#51980).
+    "ALL" in ``add`` starts from every capability crio can give (``available``:
+    its own bounding set), "ALL" in ``drop`` from none; the other names are
+    then added and dropped one by one, so that add ALL + drop CHOWN means
+    "everything but CAP_CHOWN" (kubernetes#51980).
+
+    :raises InvalidRequestError: naming an unknown capability, or one crio
+        itself lacks and so cannot give.
     """
     add = list(add)
     drop = list(drop)
-    caps = {capability_name(c, "default_capabilities") for c in defaults}
+    available = set(available)
+    caps = {capability_name(c, "default_capabilities") for c in defaults} & available
     if any(c.strip().upper() == "ALL" for c in add):
-        caps = set(ALL_CAPABILITIES)
+        caps = set(available)
     if any(c.strip().upper() == "ALL" for c in drop):
         caps = set()
     for i, name in enumerate(add):
         if name.strip().upper() != "ALL":
-            caps.add(capability_name(name, f"{field_prefix}.add_capabilities[{i}]"))
+            field_name = f"{field_prefix}.add_capabilities[{i}]"
+            cap = capability_name(name, field_name)
+            if cap not in available:
+                raise InvalidRequestError(
+                    f"{field_name}: {cap} is not available on this node (crio itself lacks it)"
+                )
+            caps.add(cap)
     for i, name in enumerate(drop):
         if name.strip().upper() != "ALL":
             caps.discard(capability_name(name, f"{field_prefix}.drop_capabilities[{i}]"))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crio.oci.caps import ALL_CAPABILITIES, capabilities_from_mask
 from crio.oci.runtime import NamespaceMode, PodNamespaces
 
 __all__ = [
@@ -240,6 +241,8 @@ class SpecDefaults:
     #: Huge page sizes the host has ("2MB", "1GB"); limits for others are left out.
     hugepage_sizes: tuple[str, ...] = ()
     privileged_without_host_devices: bool = False
+    #: The capabilities crio can give (its own bounding set); "ALL" means these.
+    available_capabilities: tuple[str, ...] = ALL_CAPABILITIES
 
     @classmethod
     def from_host(cls, **settings: Any) -> SpecDefaults:
@@ -254,6 +257,11 @@ class SpecDefaults:
             for entry in sorted(os.listdir("/sys/kernel/mm/hugepages")):
                 kb = int(entry.removeprefix("hugepages-").removesuffix("kB"))
                 sizes.append(_page_size_name(kb))
+        available = ALL_CAPABILITIES
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            with open("/proc/self/status") as handle:
+                line = next(x for x in handle if x.startswith("CapBnd:"))
+            available = capabilities_from_mask(int(line.split()[1], 16))
         cgroup_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
         swap = cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
         facts: dict[str, Any] = {
@@ -261,6 +269,7 @@ class SpecDefaults:
             "hugepage_sizes": tuple(sizes),
             "cgroup_v2": cgroup_v2,
             "swap_accounting": swap,
+            "available_capabilities": available,
         }
         return cls(**{**facts, **settings})
 

@@ -217,12 +217,13 @@ def _process(
     cwd = request.working_dir or image.working_dir or "/"
     if not cwd.startswith("/"):
         raise InvalidRequestError(f"working_dir: {cwd!r} is not an absolute path")
-    ambient = [
-        c
-        for c in resolve_capabilities(
-            (), request.security.capabilities.add_ambient_capabilities, (), "linux.security_context"
-        )
-    ]
+    ambient = resolve_capabilities(
+        (),
+        request.security.capabilities.add_ambient_capabilities,
+        (),
+        "linux.security_context.capabilities.ambient",
+        defaults.available_capabilities,
+    )
     process: dict[str, Any] = {
         "terminal": request.tty,
         "user": {"uid": user.uid, "gid": user.gid},
@@ -271,13 +272,14 @@ def build_spec(
         )
     user = resolve_user(rootfs, image.user, sec)
     if sec.privileged:
-        caps = list(ALL_CAPABILITIES)
+        caps = [c for c in ALL_CAPABILITIES if c in defaults.available_capabilities]
     else:
         caps = resolve_capabilities(
             defaults.capabilities,
             sec.capabilities.add_capabilities,
             sec.capabilities.drop_capabilities,
             "linux.security_context.capabilities",
+            defaults.available_capabilities,
         )
     user_mounts, propagation = bind_mounts(request.mounts, mountinfo)
     devices, device_rules = device_entries(request.devices)
