@@ -57,6 +57,12 @@ class Node:
             config.log_directory = str(self.base / "pods" / config.metadata.uid)
         return config
 
+    def use_loopback_network(self) -> None:
+        """A CNI network of ``lo`` only: pods get their own netns, no bridge, no IP."""
+        (self.base / "net.d" / "10-lo.conflist").write_text(
+            '{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}'
+        )
+
     def cgroup_file(self, controller: str, pod: api.PodSandboxConfig, cid: str, name: str) -> str:
         path = Path("/sys/fs/cgroup", controller, pod.linux.cgroup_parent.lstrip("/"))
         return (path / f"crio-{cid}" / name).read_text().strip()

@@ -36,10 +36,7 @@ def test_host_network_pod_lifecycle(node: Node, handler: str) -> None:
 
 
 def test_pod_namespaces_are_pinned_and_released(node: Node, handler: str) -> None:
-    # A loopback-only network: the pod gets its own netns without a bridge.
-    (node.base / "net.d" / "10-lo.conflist").write_text(
-        '{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}'
-    )
+    node.use_loopback_network()
     config = node.pod(
         host_network=False, hostname="podhost", sysctls={"net.ipv4.ping_group_range": "0 0"}
     )
