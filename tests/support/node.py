@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,13 @@ class Node:
         path = Path("/sys/fs/cgroup", controller, pod.linux.cgroup_parent.lstrip("/"))
         return (path / f"crio-{cid}" / name).read_text().strip()
 
-    def restart(self) -> None:
+    def restart(self, sig: int = signal.SIGTERM, between: Any = None) -> None:
+        """Stop crio with ``sig`` (SIGKILL: a crash), call ``between()``, start it again."""
         self._channel.close()
-        assert self.crio.stop() == 0
+        code = self.crio.stop(sig)
+        assert code == (0 if sig == signal.SIGTERM else -sig), self.crio.log_text()[-2000:]
+        if between is not None:
+            between()
         self.crio.start()
         self._channel = grpc.insecure_channel(f"unix://{self.crio.socket}")
         self.cri = Cri(self._channel)
