@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crio.errors import InvalidRequestError, NotFoundError, StorageError
+from crio.image.local import find_image
 from crio.oci.container import ContainerRequest, ImageConfig, PodContext
 from crio.oci.runtime import ContainerSpec, NamespaceMode, PodNamespaces
 from crio.oci.spec import build_spec, parse_signal
 from crio.server._common import Undo, runtime_of, state_of, store_of
+from crio.server._images import settings
 from crio.state.records import ContainerRecord, SandboxRecord
 
 if TYPE_CHECKING:
     from crio.server.deps import Deps
+    from crio.storage import Image
 
 __all__ = ["make_container", "pod_context"]
 
@@ -71,6 +74,16 @@ async def _target_pid(deps: Deps, pod: SandboxRecord, request: ContainerRequest)
     return status.pid
 
 
+async def _find_image(deps: Deps, name: str) -> Image | None:
+    """The stored image: by exact key first, then as the image RPCs resolve short names."""
+    store = store_of(deps)
+    try:
+        return await store.image(name)
+    except NotFoundError:
+        pass
+    return await find_image(store, name, (await settings(deps)).registries)
+
+
 async def make_container(
     deps: Deps,
     pod: SandboxRecord,
@@ -88,10 +101,9 @@ async def make_container(
     Every step pushes its reversal on ``undo``.
     """
     store = store_of(deps)
-    try:
-        image = await store.image(request.image)
-    except NotFoundError:
-        raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store") from None
+    image = await _find_image(deps, request.image)
+    if image is None:
+        raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store")
     raw_config = json.loads(await store.image_config(image.id))
     image_config = ImageConfig.from_oci(raw_config.get("config"))
     await store.create_container(

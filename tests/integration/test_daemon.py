@@ -35,7 +35,7 @@ def test_serves_version_status_and_unimplemented_then_stops_on_sigterm(
         assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
         assert str(crio.base / "net.d") in conditions["NetworkReady"].message
         with pytest.raises(grpc.RpcError) as info:
-            runtime.ListContainerStats(api.ListContainerStatsRequest())
+            runtime.ListMetricDescriptors(api.ListMetricDescriptorsRequest())
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
     started = time.monotonic()
     assert crio.stop(signal.SIGTERM) == 0

@@ -164,7 +164,9 @@ def test_rpcs_without_handler_answer_unimplemented() -> None:
                 pass
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
-    serve(make_deps(), scenario)
+    # Served by crio, but not in this table: a missing handler is what is tested.
+    missing = ("ListPodSandbox", "GetContainerEvents")
+    serve(make_deps(), scenario, {k: v for k, v in HANDLERS.items() if k not in missing})
 
 
 def test_errors_map_to_status_codes_and_bugs_to_internal() -> None:
