@@ -14,6 +14,7 @@ from typing import IO
 
 import zstandard
 
+from crio.errors import CrioError, StorageError
 from crio.storage.records import COMPRESSION_GZIP, COMPRESSION_NONE, COMPRESSION_ZSTD
 from crio.storage.tarapply import LayerFormatError
 
@@ -194,7 +195,9 @@ class AsyncBridge(io.RawIOBase):
             return b""
         if isinstance(item, BaseException):
             self._done = True
-            raise LayerFormatError(f"reading the layer blob failed: {item}") from item
+            if isinstance(item, CrioError):
+                raise item  # e.g. the puller's digest check: keep its class (and status)
+            raise StorageError(f"reading the layer blob failed: {item}") from item
         if n is not None and 0 < n < len(item):
             self._rest = item[n:]
             return item[:n]

@@ -213,3 +213,20 @@ def test_parallel_puts_of_the_same_layer(tmp_path: Path) -> None:
         assert len({r.id for r in results}) == 1 and len(await store.layers()) == 1
 
     run(go())
+
+
+def test_a_failing_blob_source_keeps_its_error_and_leaves_nothing(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _open(tmp_path)
+        blob = gzip_bytes(busybox_rootfs_tar())
+
+        async def broken() -> AsyncIterator[bytes]:
+            yield blob[: len(blob) // 2]
+            raise InvalidRequestError("blob sha256:abc: digest mismatch")
+
+        with pytest.raises(InvalidRequestError, match="digest mismatch"):
+            await store.put_layer(broken())
+        assert await store.layers() == []
+        assert list((tmp_path / "root/vfs/dir").iterdir()) == []
+
+    run(go())
