@@ -141,7 +141,9 @@ class LayoutSource:
 class LayoutDestination:
     """Writes one image into an OCI layout; index.json changes only at commit."""
 
-    supported_manifest_types = (mf.OCI_MANIFEST, mf.DOCKER_SCHEMA2)
+    # OCI only, as containers/image's: an index.json entry of a Docker type is
+    # invisible to other tools, so Docker manifests are converted.
+    supported_manifest_types = (mf.OCI_MANIFEST,)
     layer_compression = LayerCompression.PRESERVE
 
     def __init__(self, root: Path, ref: str) -> None:

@@ -161,3 +161,7 @@ class ImageTransport(Protocol):
     async def open_destination(
         self, reference: str, context: TransportContext
     ) -> ImageDestination: ...
+
+    # Optional, for transports with accounts (``kpod login``):
+    #     async def login(self, registry: str, context: TransportContext) -> None
+    # checks ``context.credentials`` and raises PermissionDeniedError when refused.

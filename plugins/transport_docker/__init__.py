@@ -14,7 +14,7 @@ from crio.image.transport import TransportContext
 from crio.plugins import hookimpl
 
 from .destination import DockerDestination
-from .source import DockerSource
+from .source import DockerSource, client_for
 
 __all__ = ["DockerTransport", "crio_image_transport"]
 
@@ -55,6 +55,21 @@ class DockerTransport:
         ref = self._qualified(reference)
         sources = self._registries(context).pull_sources(ref)
         return DockerSource(ref, sources, context)
+
+    async def login(self, registry: str, context: TransportContext) -> None:
+        """Check ``context.credentials`` against ``registry`` (``kpod login``).
+
+        :raises PermissionDeniedError: the registry or its token server refuses them.
+        """
+        host = registry.removeprefix("https://").removeprefix("http://").split("/")[0]
+        if not host:
+            raise InvalidRequestError("login: no registry given")
+        insecure = self._registries(context).is_insecure(host)
+        client = client_for(Reference(host, "x"), insecure, context)
+        try:
+            await client.check_login()
+        finally:
+            await client.aclose()
 
     async def open_destination(
         self, reference: str, context: TransportContext

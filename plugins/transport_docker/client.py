@@ -275,6 +275,15 @@ class RegistryClient:
         finally:
             await response.aclose()
 
+    async def check_login(self) -> None:
+        """``GET /v2/`` with the credentials (a token without scope under Bearer auth)."""
+        async with self.request("GET", "/v2/") as response:
+            if response.status_code == 401:
+                raise PermissionDeniedError(
+                    f"login to {self.host}: unauthorized (wrong credentials?)"
+                )
+            await self.check(response, f"login to {self.host}")
+
     async def check(
         self, response: httpx.Response, what: str, ok: tuple[int, ...] = (200,)
     ) -> None:
