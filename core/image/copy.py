@@ -8,7 +8,9 @@ Verification is not optional:
 * the config and every layer are hashed while they stream, and their size
   and digest must match the manifest's descriptor,
 * every layer is decompressed while it streams and its uncompressed digest
-  must equal the config's ``rootfs.diff_ids`` entry.
+  must equal the config's ``rootfs.diff_ids`` entry. A destination that
+  decompresses anyway (the layer store) may say ``verifies_diff_ids = True``
+  and check that digest itself, so the bytes are inflated once, not twice.
 
 A mismatch raises :class:`~crio.image.digest.DigestMismatchError` naming the
 blob, from inside the stream the destination consumes, so the destination
@@ -90,10 +92,15 @@ class CopyResult:
 class _LayerState:
     """Hashing and (de)compression of one blob; runs in worker threads, one call at a time."""
 
-    def __init__(self, info: BlobInfo, mode: LayerCompression, what: str) -> None:
+    def __init__(
+        self, info: BlobInfo, mode: LayerCompression, what: str, decompress: bool = True
+    ) -> None:
         self.info = info
         self.mode = mode
         self.what = what
+        #: False when the destination checks the diff_id itself (a layer store
+        #: decompressing anyway): then only the blob digest is computed here.
+        self.decompress = decompress
         self.hasher = Hasher.for_digest(info.digest)
         self.diff_hasher = Hasher()
         self.kind: compression.Compression | None = None
@@ -106,6 +113,8 @@ class _LayerState:
         self.hasher.update(raw)
         if 0 <= self.info.size < self.hasher.size:
             raise DigestMismatchError(f"{self.what}: more than the {self.info.size} bytes expected")
+        if not self.decompress:
+            return raw
         if self.kind is None:
             self.head += raw
             if len(self.head) < compression.MAGIC_LENGTH and not last:
@@ -134,7 +143,7 @@ class _LayerState:
         expect_digest(
             self.what, self.info.digest, self.hasher.digest(), self.info.size, self.hasher.size
         )
-        if self.info.index >= 0 and self.info.diff_id:
+        if self.info.index >= 0 and self.info.diff_id and self.decompress:
             got = self.diff_hasher.digest()
             if got != self.info.diff_id:
                 raise DigestMismatchError(
@@ -162,7 +171,12 @@ class _Copy:
     async def _stream(
         self, info: BlobInfo, mode: LayerCompression, what: str
     ) -> AsyncIterator[bytes]:
-        state = _LayerState(info, mode, what)
+        delegated = (
+            mode is LayerCompression.PRESERVE
+            and bool(info.diff_id)
+            and getattr(self.dest, "verifies_diff_ids", False)
+        )
+        state = _LayerState(info, mode, what, decompress=not delegated)
         batch: list[bytes] = []
         pending = 0
         self._progress("start", info)
@@ -177,7 +191,7 @@ class _Copy:
                     yield out
         out = await asyncio.to_thread(state.finish, batch)
         if info.index >= 0:
-            self.diff_ids[info.index] = state.diff_hasher.digest()
+            self.diff_ids[info.index] = info.diff_id if delegated else state.diff_hasher.digest()
         self._progress("done", info, state.hasher.size)
         if out:
             yield out

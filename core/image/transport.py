@@ -119,6 +119,9 @@ class ImageDestination(Protocol):
     #: Manifest types it takes, preferred first; others are converted.
     supported_manifest_types: Sequence[str]
     layer_compression: LayerCompression
+    # Optional: ``verifies_diff_ids = True`` says the destination checks each
+    # layer's uncompressed digest against BlobInfo.diff_id itself (raising
+    # DigestMismatchError naming the blob), so the engine need not inflate it.
 
     async def has_blob(self, info: BlobInfo) -> BlobInfo | None:
         """The blob as already stored (to skip the copy), or None."""

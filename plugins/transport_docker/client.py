@@ -112,7 +112,11 @@ class RegistryClient:
             last: Exception | None = None
             for scheme in schemes:
                 try:
-                    response = await self._send_retrying("GET", f"{scheme}://{self.host}/v2/", {})
+                    # Falling back to plain HTTP: one HTTPS try is enough.
+                    attempts = 1 if len(schemes) > 1 and scheme == "https" else self.retries
+                    response = await self._send_retrying(
+                        "GET", f"{scheme}://{self.host}/v2/", {}, attempts=attempts
+                    )
                 except UnavailableError as exc:
                     last = exc
                     continue
@@ -132,24 +136,32 @@ class RegistryClient:
                 return
 
     async def _send_retrying(
-        self, method: str, url: str, headers: Mapping[str, str], content: object = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: object = None,
+        attempts: int = 0,
     ) -> httpx.Response:
         delay = _BACKOFF
         replayable = content is None or isinstance(content, bytes)
-        for attempt in range(1, self.retries + 1):
+        attempts = attempts or self.retries
+        for attempt in range(1, attempts + 1):
             try:
                 request = self._client.build_request(
                     method, url, headers=dict(headers), content=content
                 )  # type: ignore[arg-type]
                 response = await self._client.send(request, stream=True)
             except httpx.TransportError as exc:
-                if attempt == self.retries or not replayable:
+                # A TLS failure (wrong certificate, HTTP on the other end) is not transient.
+                tls = isinstance(exc.__context__, ssl.SSLError) or "SSL" in str(exc)
+                if attempt == attempts or not replayable or tls:
                     raise UnavailableError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
                 log.info("%s %s failed (%s), retrying in %.1fs", method, url, exc, delay)
             else:
                 if (
                     response.status_code not in _RETRY_STATUS
-                    or attempt == self.retries
+                    or attempt == attempts
                     or not replayable
                 ):
                     return response

@@ -25,6 +25,7 @@ from crio.errors import CrioError, InvalidRequestError, NotFoundError, StorageEr
 from crio.image import manifest as mf
 from crio.image._io import StagedBlob
 from crio.image.convert import render_manifest
+from crio.image.digest import DigestMismatchError
 from crio.image.reference import Reference, is_image_id, normalize, parse
 from crio.image.transport import BlobInfo, LayerCompression, TransportContext
 from crio.plugins import hookimpl
@@ -87,6 +88,8 @@ class StorageDestination:
         mf.DOCKER_SCHEMA1,
     )
     layer_compression = LayerCompression.PRESERVE
+    #: put_layer inflates the blob and checks its digest against the diff_id.
+    verifies_diff_ids = True
 
     def __init__(self, store: Store, owned: bool, ref: Reference | None, tmp_dir: str) -> None:
         self.store = store
@@ -151,7 +154,15 @@ class StorageDestination:
             cause = exc.__cause__
             if isinstance(cause, CrioError) and not isinstance(cause, LayerFormatError):
                 raise cause from None
-            raise
+            raise DigestMismatchError(
+                f"layer blob {info.digest} (layer {info.index + 1}): {exc}"
+            ) from None
+        except InvalidRequestError as exc:
+            if "digest" not in str(exc):
+                raise
+            raise DigestMismatchError(
+                f"layer blob {info.digest} (layer {info.index + 1}): {exc}"
+            ) from None
         if not existed:
             self._created.append(layer.id)
         return layer.id

@@ -235,3 +235,46 @@ async def _unused() -> AsyncIterator[bytes]:  # keeps mypy quiet about the impor
 
 
 __all__ = ["mf"]
+
+
+def _lie_about_diff_id(root: Path) -> None:
+    """Rewrite the layout so the config names a wrong diff_id for layer 2."""
+    import hashlib
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "blobs/sha256" / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    index = json.loads((root / "index.json").read_text())
+    manifest = json.loads(
+        (root / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_bytes()
+    )
+    config = json.loads((root / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    config["rootfs"]["diff_ids"][1] = "sha256:" + "5" * 64
+    raw = json.dumps(config).encode()
+    manifest["config"].update(digest=put(raw), size=len(raw))
+    mraw = json.dumps(manifest).encode()
+    index["manifests"][0].update(digest=put(mraw), size=len(mraw))
+    (root / "index.json").write_text(json.dumps(index))
+
+
+def test_wrong_diff_id_fails_in_the_store_and_leaves_nothing(
+    plugins: Plugins, open_registry: Registry, tmp_path: Path
+) -> None:
+    image = build_layout(tmp_path / "src", "oci", extra=b"lying config")
+    _lie_about_diff_id(tmp_path / "src")
+    skopeo_push(image.source, open_registry, "lying/app:v1")
+    settings = settings_for(tmp_path, open_registry.host)
+
+    async def run() -> None:
+        store = await _open(tmp_path, plugins)
+        try:
+            with pytest.raises(DigestMismatchError, match=f"layer blob {image.layer_digests[1]}"):
+                await pull(plugins, store, f"{open_registry.host}/lying/app:v1", settings)
+            assert await store.images() == [] and await store.layers() == []
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    assert snapshot(tmp_path / "root")[2] == []
