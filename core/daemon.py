@@ -155,6 +155,17 @@ def _use_pidfd_child_watcher() -> None:
         asyncio.set_child_watcher(watcher)
 
 
+async def _collect_network_garbage(deps: Deps) -> None:
+    """Detach pods the network has a record of but the state does not (lost mid-RunPodSandbox)."""
+    if deps.network is None or deps.state is None:
+        return
+    known = [pod.pod_sandbox_id for pod in deps.state.sandboxes()]
+    try:
+        await deps.network.gc(known)
+    except CrioError as exc:
+        log.warning("could not clean up the network of lost pods: %s", exc)
+
+
 async def _close_all(closables: object) -> None:
     for item in list(closables):  # type: ignore[call-overload]
         with contextlib.suppress(Exception):
@@ -197,6 +208,7 @@ async def serve(
         spec_defaults=await asyncio.to_thread(_spec_defaults, config),
     )
     await restore(deps)
+    await _collect_network_garbage(deps)
     api = config.crio.api
     server = grpc.aio.server(
         options=[

@@ -7,6 +7,7 @@ none of its veths, leases, iptables rules or pinned netns are left.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import signal
@@ -22,6 +23,9 @@ import grpc
 import pytest
 
 from crio.api import api_pb2 as api
+from crio.config import NetworkConfig
+from crio.network import PodNetwork
+from crio_plugins.net_cni import CNINetwork
 from support.cni import CNIEnv
 from support.daemon import CrioProcess
 
@@ -231,4 +235,25 @@ def test_twenty_pods_in_parallel(crio: CrioProcess, net: CNIEnv) -> None:
             assert len(set(ips)) == 20
             assert sorted(net.leases()) == sorted(ips)
             list(pool.map(lambda i: stop_and_remove(runtime, i), ids))
+    assert net.leftovers() == NO_LEFTOVERS
+
+
+def test_start_detaches_pods_the_state_does_not_know(crio: CrioProcess, net: CNIEnv) -> None:
+    """A pod attached by a crio that died before recording it is cleaned up at start."""
+    net.write(net.conflist())
+    lost = CNINetwork(
+        NetworkConfig(network_dir=str(net.net_dir), plugin_dirs=["/usr/lib/cni"]),
+        crio.base / "runroot" / "crio-net",
+    )
+    pod_id = net.new_id()
+    pod = PodNetwork(pod_id, "lost", "cni-test", "uid-lost", net.netns())
+
+    async def attach() -> None:
+        await lost.start()
+        await lost.setup(pod)
+
+    asyncio.run(attach())
+    assert len(net.leases()) == 1 and _recorded_ids(crio) == [pod_id]
+    crio.start()
+    assert _recorded_ids(crio) == []
     assert net.leftovers() == NO_LEFTOVERS
