@@ -45,9 +45,11 @@ def chain_names(network: str, container_id: str) -> tuple[str, str]:
     return f"CNI-{digest[:24]}", f"CNI-DN-{digest[:21]}"
 
 
-def iptables_leftovers(network: str, container_ids: Iterable[str]) -> list[str]:
+def iptables_leftovers(
+    network: str, container_ids: Iterable[str], binary: str = "iptables"
+) -> list[str]:
     """nat-table rules and chains that belong to these attachments."""
-    text = _run("iptables", "-t", "nat", "-S").stdout
+    text = _run(binary, "-t", "nat", "-S", check=False).stdout
     marks = []
     for cid in container_ids:
         marks.append(f'id: \\"{cid}\\"')
@@ -57,17 +59,16 @@ def iptables_leftovers(network: str, container_ids: Iterable[str]) -> list[str]:
 
 def _delete_iptables(network: str, container_ids: Iterable[str]) -> None:
     ids = list(container_ids)
-    lines = iptables_leftovers(network, ids)
     chains = {c for cid in ids for c in chain_names(network, cid)}
-    for line in lines:
-        if line.startswith("-A "):
-            parts = line[3:]
-            subprocess.run(
-                f"iptables -t nat -D {parts}", shell=True, capture_output=True, check=False
-            )
-    for chain in chains:
-        _run("iptables", "-t", "nat", "-F", chain, check=False)
-        _run("iptables", "-t", "nat", "-X", chain, check=False)
+    for binary in ("iptables", "ip6tables"):
+        for line in iptables_leftovers(network, ids, binary):
+            if line.startswith("-A "):
+                subprocess.run(
+                    f"{binary} -t nat -D {line[3:]}", shell=True, capture_output=True, check=False
+                )
+        for chain in chains:
+            _run(binary, "-t", "nat", "-F", chain, check=False)
+            _run(binary, "-t", "nat", "-X", chain, check=False)
 
 
 @dataclass
@@ -160,7 +161,8 @@ class CNIEnv:
         return {
             "veths": self.veths(),
             "leases": self.leases(),
-            "iptables": iptables_leftovers(self.name, self.container_ids),
+            "iptables": iptables_leftovers(self.name, self.container_ids)
+            + iptables_leftovers(self.name, self.container_ids, "ip6tables"),
         }
 
     def cleanup(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -367,3 +368,25 @@ def test_record_is_written_before_add(cni_env: CNIEnv) -> None:
     assert doc["result"]["cniVersion"] == "1.0.0"
     run(network.teardown(p))
     assert not path.exists()
+
+
+def test_dual_stack_pod_gets_both_families(cni_env: CNIEnv) -> None:
+    conf = cni_env.conflist(portmap=False)
+    v6 = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"
+    ipam = conf["plugins"][0]["ipam"]
+    ipam["ranges"].append([{"subnet": v6}])
+    ipam["routes"].append({"dst": "::/0"})
+    cni_env.write(conf)
+    network = make_network(cni_env)
+    p = pod(cni_env)
+    ips = run(network.setup(p)).ips
+    try:
+        assert len(ips) == 2
+        assert ipaddress.ip_address(ips[0]) in ipaddress.ip_network(cni_env.subnet)
+        assert ipaddress.ip_address(ips[1]) in ipaddress.ip_network(v6)
+        assert run(network.status(p)).ips == ips
+        # The leak check sees the IPv6 masquerade rule while it exists.
+        assert any(f"-s {ips[1]}/" in r for r in cni_env.leftovers()["iptables"])
+    finally:
+        run(network.teardown(p))
+    assert cni_env.leftovers() == {"veths": [], "leases": [], "iptables": []}  # v4 and v6

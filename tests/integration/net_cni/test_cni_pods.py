@@ -8,6 +8,7 @@ none of its veths, leases, iptables rules or pinned netns are left.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
 import signal
@@ -256,4 +257,21 @@ def test_start_detaches_pods_the_state_does_not_know(crio: CrioProcess, net: CNI
     assert len(net.leases()) == 1 and _recorded_ids(crio) == [pod_id]
     crio.start()
     assert _recorded_ids(crio) == []
+    assert net.leftovers() == NO_LEFTOVERS
+
+
+def test_dual_stack_pod_status(crio: CrioProcess, net: CNIEnv) -> None:
+    conf = net.conflist(portmap=False)
+    v6 = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"
+    conf["plugins"][0]["ipam"]["ranges"].append([{"subnet": v6}])
+    net.write(conf)
+    crio.start()
+    with crio.channel() as channel:
+        runtime = crio.runtime_stub(channel)
+        pod_id = run_pod(runtime, net, pod_config())
+        status = runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        assert ipaddress.ip_address(status.status.network.ip).version == 4
+        (extra,) = status.status.network.additional_ips
+        assert ipaddress.ip_address(extra.ip) in ipaddress.ip_network(v6)
+        stop_and_remove(runtime, pod_id)
     assert net.leftovers() == NO_LEFTOVERS
