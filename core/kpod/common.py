@@ -13,6 +13,7 @@ from typing import Any
 
 from crio import config as crio_config
 from crio.errors import InvalidRequestError
+from crio.plugins import Plugins
 from crio.storage import Store
 
 __all__ = [
@@ -52,6 +53,14 @@ class Context:
         self.args = args
         self._config: crio_config.Config | None = None
         self._store: Store | None = None
+        self._plugins: Plugins | None = None
+
+    def plugins(self) -> Plugins:
+        """The plugin host, loaded once per invocation (the store and transports share it)."""
+        if self._plugins is None:
+            self._plugins = Plugins()
+            self._plugins.load_entry_points()
+        return self._plugins
 
     def config(self) -> crio_config.Config:
         if self._config is None:
@@ -72,7 +81,11 @@ class Context:
         if self._store is None:
             cfg = self.config().crio
             self._store = await Store.open(
-                Path(cfg.root), Path(cfg.runroot), cfg.storage_driver, cfg.storage_option
+                Path(cfg.root),
+                Path(cfg.runroot),
+                cfg.storage_driver,
+                cfg.storage_option,
+                plugins=self.plugins(),
             )
         return self._store
 

@@ -15,13 +15,11 @@ from crio.image.pull import ImageSettings, split_transport
 from crio.image.reference import Reference
 from crio.kpod.common import Context, UsageError
 from crio.kpod.progress import ProgressPrinter
-from crio.plugins import Plugins
 
 __all__ = [
     "add_auth_flags",
     "copy_between",
     "credentials",
-    "plugins",
     "printer",
     "settings",
 ]
@@ -38,17 +36,6 @@ def add_auth_flags(parser: argparse.ArgumentParser) -> None:
         type=lambda v: v.lower(),
     )
     parser.add_argument("--cert-dir", help="certificates per registry (DIR/HOST/*.crt)")
-
-
-_PLUGINS: list[Plugins] = []
-
-
-def plugins() -> Plugins:
-    if not _PLUGINS:
-        found = Plugins()
-        found.load_entry_points()
-        _PLUGINS.append(found)
-    return _PLUGINS[0]
 
 
 def credentials(args: argparse.Namespace) -> Credentials | None:
@@ -91,7 +78,7 @@ async def copy_between(
     cert_dir: str = "",
 ) -> CopyResult:
     """Copy ``source`` to ``destination`` (both ``transport:reference``)."""
-    found = plugins()
+    found = ctx.plugins()
     store = await ctx.store()
     context = conf.context(creds, store)
     if cert_dir:

@@ -324,3 +324,92 @@ def skopeo_push(
 
 def sha256_file(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of a registry that fails on purpose, to test retries.
+
+    For each blob: the first GET is answered 503, the second sends half the
+    body and drops the connection; later GETs (with a Range header from a
+    resuming client) pass through. Manifest GETs are answered 502 once.
+    :attr:`log` records (method, path, Range header, status sent).
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.port = free_port()
+        self.log: list[tuple[str, str, str, int]] = []
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        import http.client
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def _relay(self, method: str) -> None:
+                kind = "/blobs/" if "/blobs/" in self.path else "/manifests/"
+                with proxy._lock:
+                    count = proxy._seen.get(self.path, 0) + 1
+                    proxy._seen[self.path] = count
+                rng = self.headers.get("Range", "")
+                if method == "GET" and (
+                    (kind == "/blobs/" and count == 1) or (kind == "/manifests/" and count == 1)
+                ):
+                    status = 503 if kind == "/blobs/" else 502
+                    proxy.log.append((method, self.path, rng, status))
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = http.client.HTTPConnection(proxy.target, timeout=30)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                upstream.request(method, self.path, headers=headers)
+                response = upstream.getresponse()
+                body = response.read()
+                proxy.log.append((method, self.path, rng, response.status))
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                cut = method == "GET" and kind == "/blobs/" and count == 2 and len(body) > 1000
+                if cut:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                if method == "GET":
+                    self.wfile.write(body[: len(body) // 2] if cut else body)
+                upstream.close()
+                if cut:
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._relay("GET")
+
+            def do_HEAD(self) -> None:
+                self._relay("HEAD")
+
+        return Handler

@@ -11,7 +11,7 @@ from typing import Any
 from crio.errors import UnsupportedError
 from crio.image.auth import Credentials, default_auth_files, lookup, store_credentials
 from crio.kpod.common import Context, UsageError
-from crio.kpod.transfer import plugins, settings
+from crio.kpod.transfer import settings
 
 
 def register(sub: Any) -> None:
@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("login: give --password or --password-stdin")
     creds = Credentials(username, password)
     conf = settings(ctx, args)
-    docker = plugins().image_transport("docker")
+    docker = ctx.plugins().image_transport("docker")
     if docker is None or not hasattr(docker, "login"):
         raise UnsupportedError("login: no plugin provides a docker transport with login")
     context = dataclasses.replace(conf.context(creds), credentials=creds)

@@ -8,7 +8,7 @@ from typing import Any
 from crio.image.reference import Reference
 from crio.image.transport import ImageDestination
 from crio.kpod.common import Context
-from crio.kpod.transfer import add_auth_flags, credentials, plugins, printer, settings
+from crio.kpod.transfer import add_auth_flags, credentials, printer, settings
 
 
 def register(sub: Any) -> None:
@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
 async def run(args: argparse.Namespace, ctx: Context) -> int:
     conf = settings(ctx, args)
     store = await ctx.store()
-    found = plugins()
+    found = ctx.plugins()
     storage = found.image_transport("containers-storage")
     assert storage is not None
     show = printer(args.quiet)

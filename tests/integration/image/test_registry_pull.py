@@ -243,3 +243,28 @@ def test_token_auth_with_scope_refresh_on_push(
         pull_into_layout(
             plugins, ref, settings, tmp_path / "bad", credentials=Credentials(USER, "nope")
         )
+
+
+def test_retries_on_5xx_and_resumes_broken_blobs(
+    plugins: Plugins, shapes: dict[str, Pushed], open_registry: Registry, tmp_path: Path
+) -> None:
+    from support.registry import FlakyProxy
+
+    proxy = FlakyProxy(open_registry.host)
+    proxy.start()
+    try:
+        pushed = shapes["oci"]
+        settings = settings_for(tmp_path, proxy.host)
+        result = pull_into_layout(
+            plugins, f"{proxy.host}/shapes/oci:v1", settings, tmp_path / "out"
+        )
+        assert result.copy.config_digest == pushed.image.config_digest
+        assert set(pushed.image.layer_digests) <= layout_blobs(tmp_path / "out")
+    finally:
+        proxy.stop()
+    statuses = {(path.rsplit("/", 1)[-1], status) for _, path, _, status in proxy.log}
+    big = pushed.image.layer_digests[0]
+    assert (big, 503) in statuses and (big, 206) in statuses  # refused, then resumed by Range
+    ranges = [rng for _, path, rng, _ in proxy.log if path.endswith(big) and rng]
+    assert ranges and all(r.startswith("bytes=") and not r.startswith("bytes=0-") for r in ranges)
+    assert ("v1", 502) in statuses  # the manifest request was retried too
