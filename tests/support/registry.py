@@ -183,6 +183,7 @@ class Registry:
         htpasswd: Mapping[str, str] | None = None,
         token: TokenServer | None = None,
         base: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="crio-registry-"))
         self.base.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,7 @@ class Registry:
         self.port = free_port()
         self.htpasswd = dict(htpasswd or {})
         self.token = token
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.base / "registry.log"
 
@@ -212,6 +214,11 @@ class Registry:
             "http:",
             f"  addr: 127.0.0.1:{self.port}",
             f"  secret: {secrets.token_hex(16)}",
+            *(
+                ["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
+                if self.tls
+                else []
+            ),
             "compatibility:",
             "  schema1:",
             "    enabled: true",
@@ -247,7 +254,16 @@ class Registry:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited:\n{self.log.read_text()}")
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                if self.tls:
+                    import ssl
+
+                    insecure = ssl.create_default_context()
+                    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+                    urllib.request.urlopen(
+                        f"https://{self.host}/v2/", timeout=1, context=insecure
+                    ).close()
+                else:
+                    urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
                 return
             except urllib.error.HTTPError:
                 return  # 401: up, and wants auth
@@ -413,3 +429,61 @@ class FlakyProxy:
                 self._relay("HEAD")
 
         return Handler
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, cert, key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crio test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths

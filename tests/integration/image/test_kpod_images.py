@@ -157,9 +157,20 @@ def test_save_and_load_round_trip(
         loaded = third("load", stdin=f.read())
     assert "Loaded image" in loaded.stdout
     assert pushed.image.config_digest[7:] in third("images", "-q", "--no-trunc").stdout
-    # skopeo reads both archives.
-    for ref in (f"docker-archive:{docker_tar}", f"oci-archive:{oci_tar}"):
-        subprocess.run(["skopeo", "inspect", ref], check=True, capture_output=True)
+    # push writes oci: and docker-archive: too.
+    kpod("push", "-q", f"{pushed.repository}:v1", f"oci:{tmp_path}/layout:pushed")
+    kpod("push", "-q", f"{pushed.repository}:v1", f"docker-archive:{tmp_path}/pushed.tar:x/y:z")
+    # skopeo reads every one.
+    for ref in (
+        f"docker-archive:{docker_tar}",
+        f"oci-archive:{oci_tar}",
+        f"oci:{tmp_path}/layout:pushed",
+        f"docker-archive:{tmp_path}/pushed.tar",
+    ):
+        out = subprocess.run(
+            ["skopeo", "inspect", "--config", ref], check=True, capture_output=True
+        )
+        assert json.loads(out.stdout)["rootfs"]["diff_ids"] == pushed.image.diff_ids
 
 
 class _Quiet(SimpleHTTPRequestHandler):

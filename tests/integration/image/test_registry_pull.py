@@ -268,3 +268,49 @@ def test_retries_on_5xx_and_resumes_broken_blobs(
     ranges = [rng for _, path, rng, _ in proxy.log if path.endswith(big) and rng]
     assert ranges and all(r.startswith("bytes=") and not r.startswith("bytes=0-") for r in ranges)
     assert ("v1", 502) in statuses  # the manifest request was retried too
+
+
+def test_https_verifies_certificates_and_takes_certs_d(plugins: Plugins, tmp_path: Path) -> None:
+    import dataclasses
+
+    from support.registry import make_tls
+
+    ca, cert, key = make_tls(tmp_path / "pki")
+    registry = Registry(base=tmp_path / "tls-registry", tls=(cert, key))
+    registry.start()
+    try:
+        image = build_layout(tmp_path / "src", "oci", extra=b"tls")
+        skopeo_push(image.source, registry, "tls/app:v1")
+        ref = f"{registry.host}/tls/app:v1"
+        # The system CAs do not know the test CA: refused, and not retried.
+        strict = settings_for(tmp_path)
+        with pytest.raises(
+            UnavailableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"
+        ):
+            pull_into_layout(plugins, ref, strict, tmp_path / "a")
+        # certs.d/HOST:PORT/ca.crt adds the CA for that registry only.
+        certs_d = tmp_path / "certs.d"
+        (certs_d / registry.host).mkdir(parents=True)
+        (certs_d / registry.host / "ca.crt").write_bytes(ca.read_bytes())
+
+        async def with_certs() -> None:
+            from crio.image.copy import copy_image
+            from crio.image.oci_layout import LayoutDestination
+
+            docker = plugins.image_transport("docker")
+            assert docker is not None
+            context = dataclasses.replace(strict.context(), certs_dir=str(certs_d))
+            source = await docker.open_source(ref, context)
+            dest = LayoutDestination(tmp_path / "b", "x")
+            try:
+                result = await copy_image(source, dest, CopyOptions())
+                assert result.config_digest == image.config_digest
+            finally:
+                await source.close()
+                await dest.close()
+
+        asyncio.run(with_certs())
+        # An insecure rule: HTTPS without verification works too.
+        pull_into_layout(plugins, ref, settings_for(tmp_path, registry.host), tmp_path / "c")
+    finally:
+        registry.cleanup()
