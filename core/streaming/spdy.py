@@ -154,6 +154,11 @@ class SpdyConnection:
 
     # ---------------------------------------------------------------- inspection
 
+    @property
+    def last_remote_stream_id(self) -> int:
+        """The newest stream the peer opened (what GOAWAY names as last good)."""
+        return self._last_remote_id
+
     def stream_ids(self) -> list[int]:
         """Streams not yet closed in both directions."""
         return sorted(self._streams)

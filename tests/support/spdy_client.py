@@ -196,7 +196,8 @@ class SpdyClient:
         for line in header_lines:
             if ":" in line:
                 name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
+                key = name.strip().lower()
+                headers[key] = ", ".join(filter(None, [headers.get(key), value.strip()]))
         if status != 101:
             size = int(headers.get("content-length", "0"))
             body = await reader.readexactly(size) if size else b""
