@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -33,7 +34,10 @@ async def _connect(
 
 
 def _message(request: PortForwardRequest, port: int, exc: BaseException) -> bytes:
-    return f"error forwarding port {port} to pod {request.pod_sandbox_id}: {exc}".encode()
+    detail = str(exc)
+    if isinstance(exc, OSError) and exc.errno:
+        detail = f"connecting to port {port}: {os.strerror(exc.errno)}"
+    return f"error forwarding port {port} to pod {request.pod_sandbox_id}: {detail}".encode()
 
 
 async def _pump_out(reader: asyncio.StreamReader, send: Callable[[bytes], Awaitable[None]]) -> None:
@@ -68,17 +72,23 @@ async def _forward_spdy(
         await _pump_out(reader, data.write)
         await data.close()
 
-    tasks = {asyncio.create_task(_pump_in(data.read, writer)), asyncio.create_task(outbound())}
+    # The forward ends when the pod's side does (the client's half-close only
+    # reaches the pod as EOF); then the error stream closes, as the kubelet does.
+    inbound = asyncio.create_task(_pump_in(data.read, writer))
+    pod_side = asyncio.create_task(outbound())
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait({inbound, pod_side}, return_when=asyncio.FIRST_COMPLETED)
+        if pod_side not in done and inbound.exception() is None:
+            await asyncio.wait({pod_side})  # the client half-closed: deliver the pod's answer
+            done = {inbound, pod_side}
         failed = [t for t in done if t.exception() is not None]
         if failed:
             log.debug("streaming: port forward %d ended: %s", port, failed[0].exception())
             data.reset(RstStatus.CANCEL)
     finally:
-        for task in tasks:
+        for task in (inbound, pod_side):
             task.cancel()
-        for task in tasks:
+        for task in (inbound, pod_side):
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await task
         with contextlib.suppress(ConnectionError):
