@@ -30,6 +30,7 @@ from crio.server.deps import Deps
 from crio.server.service import generic_handlers
 from crio.state.store import StateStore
 from crio.storage import Store
+from crio.streaming.server import StreamServer
 
 __all__ = ["SocketInUseError", "claim_socket", "serve"]
 
@@ -196,7 +197,14 @@ async def serve(
     claim_socket(listen)
     _use_pidfd_child_watcher()
     plugins.configure(config)
-    parts = await _start_components(config, plugins)
+    # A busy or bad streaming address stops crio before anything else starts.
+    streaming = StreamServer(config.crio.api)
+    await streaming.start()
+    try:
+        parts = await _start_components(config, plugins)
+    except BaseException:
+        await streaming.close()
+        raise
     deps = Deps(
         store=parts.store,
         config=config,
@@ -206,6 +214,7 @@ async def serve(
         network_error=parts.network_error,
         state=parts.state,
         spec_defaults=await asyncio.to_thread(_spec_defaults, config),
+        streaming=streaming,
     )
     await restore(deps)
     await _collect_network_garbage(deps)
@@ -227,6 +236,7 @@ async def serve(
         log.info("stopping: letting in-flight calls finish for up to %.0fs", STOP_GRACE_SECONDS)
         await server.stop(grace=STOP_GRACE_SECONDS)
     finally:
+        await streaming.close()  # ends exec/attach sessions: their processes are killed
         deps.events.close()
         await deps.tasks.close()
         await _close_all(parts.runtimes.values())

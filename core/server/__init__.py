@@ -8,10 +8,13 @@ names to them; an RPC missing here answers UNIMPLEMENTED.
 from __future__ import annotations
 
 from crio.server import (
+    container_attach,
     container_create,
     container_events,
+    container_exec,
     container_execsync,
     container_list,
+    container_portforward,
     container_remove,
     container_reopen_log,
     container_start,
@@ -62,6 +65,9 @@ HANDLERS: dict[str, Handler | StreamHandler] = {
     "ContainerStatus": container_status.container_status,
     "ListContainers": container_list.list_containers,
     "ExecSync": container_execsync.exec_sync,
+    "Exec": container_exec.exec_,
+    "Attach": container_attach.attach,
+    "PortForward": container_portforward.port_forward,
     "UpdateContainerResources": container_update_resources.update_container_resources,
     "ReopenContainerLog": container_reopen_log.reopen_container_log,
     "ContainerStats": container_stats.container_stats,

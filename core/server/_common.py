@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from crio.server.deps import Deps
     from crio.state.store import StateStore
     from crio.storage import Store
+    from crio.streaming.server import StreamServer
 
 __all__ = [
     "Undo",
@@ -29,6 +30,7 @@ __all__ = [
     "sandbox_event",
     "state_of",
     "store_of",
+    "streaming_of",
 ]
 
 log = logging.getLogger("crio.server")
@@ -49,6 +51,12 @@ def store_of(deps: Deps) -> Store:
     if deps.store is None:
         raise UnavailableError("the image and layer store is not available on this node")
     return deps.store
+
+
+def streaming_of(deps: Deps) -> StreamServer:
+    if deps.streaming is None:
+        raise UnavailableError("the streaming server is not running")
+    return deps.streaming
 
 
 def runtime_of(deps: Deps, handler: str) -> Runtime:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from crio.plugins import Plugins
     from crio.state.store import StateStore
     from crio.storage import Store
+    from crio.streaming.server import StreamServer
 
 __all__ = ["Deps", "NodeInfo"]
 
@@ -56,3 +57,5 @@ class Deps:
     spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
     #: CPU usage samples for usage_nano_cores: id -> (timestamp ns, usage ns).
     cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: The streaming server behind Exec, Attach and PortForward URLs (None in tests without).
+    streaming: StreamServer | None = None

@@ -249,6 +249,7 @@ async def _copy_in_fd(io: StreamIO, fd: int) -> None:
 async def _apply_resizes(io: StreamIO, master: int, proc: asyncio.subprocess.Process) -> None:
     assert io.resize is not None
     async for width, height in io.resize:
+        log.debug("exec: resize to %dx%d", width, height)
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

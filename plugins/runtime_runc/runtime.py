@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crio.config import Config, RuntimeHandler
-from crio.errors import ConfigError, NotFoundError, OCIRuntimeError, UnsupportedError
+from crio.errors import ConfigError, NotFoundError, OCIRuntimeError
 from crio.oci.runtime import (
     ContainerSpec,
     ContainerState,
@@ -42,7 +42,7 @@ from crio.oci.runtime import (
     State,
     StreamIO,
 )
-from crio_plugins.runtime_runc import conmon
+from crio_plugins.runtime_runc import attach, conmon, exec_session, portforward
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, write_json
 from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
@@ -521,13 +521,25 @@ class RuncRuntime:
         return ExecResult(exit_code=code, stdout=stdout, stderr=stderr)
 
     async def exec(self, container_id: str, command: Sequence[str], io: StreamIO) -> int:
-        raise UnsupportedError("exec is not implemented by runtime_runc yet")
+        ctr = self._running(container_id)
+        return await exec_session.exec_in_container(
+            self.runtime_path, self.runtime_root, container_id, command, io, process=ctr.process
+        )
 
     async def attach(self, container_id: str, io: StreamIO) -> None:
-        raise UnsupportedError("attach is not implemented by runtime_runc yet")
+        self._running(container_id)
+        paths = self.conmon_paths(container_id)
+        # conmon drops what is sent to a container created without stdin.
+        await attach.attach_to_conmon(paths.attach_socket, paths.ctl_fifo, io)
 
     async def port_forward(self, pod_sandbox_id: str, port: int) -> tuple[Any, Any]:
-        raise UnsupportedError("port_forward is not implemented by runtime_runc yet")
+        pod = self.sandboxes.get(pod_sandbox_id)
+        if pod is None:
+            raise NotFoundError(
+                f"pod sandbox {pod_sandbox_id} is not known to runtime {self.handler_name}"
+            )
+        # A host-network pod has no network namespace of its own: connect from ours.
+        return await portforward.connect_in_netns(pod.namespaces.network, port)
 
     async def update_resources(self, container_id: str, resources: Mapping[str, Any]) -> None:
         ctr = self._get(container_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -129,7 +130,7 @@ def test_exec_with_tty_and_resize(containers: Containers, runtime: str) -> None:
         # The runtime applies a resize asynchronously (SIGWINCH): ask until it shows.
         for _ in range(50):
             await stdin.write(b"\n")
-            seen += await _read_until(stdout, b"\n")
+            seen = await _next_answer(stdout, seen)
             if b"40 120" in seen:
                 break
         assert b"40 120" in seen
@@ -320,10 +321,20 @@ def test_attach_with_tty_and_resize(containers: Containers) -> None:
         seen = b""
         for _ in range(50):  # conmon resizes asynchronously: ask until it shows
             await stdin.write(b"\n")
-            seen += await _read_until(stdout, b"\n")
+            seen = await _next_answer(stdout, seen)
             if b"30 100" in seen:
                 break
         assert b"30 100" in seen
         await client.close()
 
     serve(container, scenario)
+
+
+async def _next_answer(stdout: Any, seen: bytes) -> bytes:
+    """Read until one more `stty size` answer (a size, or its complaint about 0x0) arrives."""
+    answers = len(re.findall(rb"(\d+ \d+|stty: [^\r]*)\r\n", seen))
+    while len(re.findall(rb"(\d+ \d+|stty: [^\r]*)\r\n", seen)) == answers:
+        chunk = await stdout.read()
+        assert chunk, f"output ended: {seen!r}"
+        seen += chunk
+    return seen
