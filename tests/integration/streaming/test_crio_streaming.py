@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -286,3 +287,54 @@ async def _next_answer(stdout: Any, seen: bytes) -> bytes:
         assert chunk, f"output ended: {seen!r}"
         seen += chunk
     return seen
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_sessions_leave_no_fds_or_processes_behind(node: Node) -> None:
+    pod, cid = running(node, ["sleep", "1000"], host_network=True)
+    crio_pid = node.crio.proc.pid  # type: ignore[union-attr]
+    exec_url(node, cid, ["true"])  # warm the gRPC paths up
+    baseline = _fds(crio_pid)
+
+    async def sessions() -> None:
+        plain = [exec_url(node, cid, ["sh", "-c", "echo x"]) for _ in range(10)]
+        await asyncio.gather(*(exec_session(url) for url in plain))
+        for _ in range(5):
+            url = exec_url(node, cid, ["sh", "-c", "echo x"], tty=True, stderr=False)
+            await exec_session(url, tty=True, stderr=False)
+        request = api.PortForwardRequest(pod_sandbox_id=pod, port=[9])
+        url = (await asyncio.to_thread(node.cri.rt.PortForward, request)).url
+        client = await SpdyClient.connect(url, ["portforward.k8s.io"])
+        headers = {"port": "9", "requestID": "0"}
+        error = await client.open_stream({**headers, "streamType": "error"})
+        await client.open_stream({**headers, "streamType": "data"})
+        assert b"error forwarding port 9" in await error.read_all()
+        await client.close()
+
+    asyncio.run(sessions())
+    for _ in range(100):  # closing sockets is asynchronous on the server side
+        if _fds(crio_pid) <= baseline:
+            break
+        time.sleep(0.02)
+    assert _fds(crio_pid) <= baseline
+    children = [p for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == crio_pid]
+    assert not [p for p in children if "runc" in _cmdline(int(p))]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
