@@ -197,14 +197,8 @@ async def serve(
     claim_socket(listen)
     _use_pidfd_child_watcher()
     plugins.configure(config)
-    # A busy or bad streaming address stops crio before anything else starts.
+    parts = await _start_components(config, plugins)
     streaming = StreamServer(config.crio.api)
-    await streaming.start()
-    try:
-        parts = await _start_components(config, plugins)
-    except BaseException:
-        await streaming.close()
-        raise
     deps = Deps(
         store=parts.store,
         config=config,
@@ -227,6 +221,7 @@ async def serve(
     )
     server.add_generic_rpc_handlers(generic_handlers(deps, HANDLERS))
     try:
+        await streaming.start()  # a busy stream port stops crio (ConfigError)
         _bind(server, listen)
         await server.start()
         log.info("crio %s serving CRI v1 on %s", __version__, listen)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -338,3 +339,29 @@ def _cmdline(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_busy_stream_port_stops_crio_naming_the_key() -> None:
+    from support.daemon import CrioProcess
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        crio = CrioProcess({"crio.api": {"stream_address": "127.0.0.1", "stream_port": port}})
+        try:
+            crio.start(wait=False)
+            assert crio.proc is not None
+            assert crio.proc.wait(60) == 1
+            assert "crio.api.stream_address" in crio.log_text()
+            assert f"127.0.0.1:{port}" in crio.log_text()
+        finally:
+            crio.cleanup()
+
+
+def test_stream_port_zero_picks_a_free_port(node: Node) -> None:
+    _, cid = running(node, ["sleep", "1000"], host_network=True)
+    url = exec_url(node, cid, ["true"])
+    port = int(url.split("/")[2].rsplit(":", 1)[1])
+    assert port > 0
+    assert f"streaming server listening on http://127.0.0.1:{port}" in node.crio.log_text()
