@@ -158,7 +158,7 @@ class Subject:
         self.logs = tempfile.mkdtemp(prefix="crio-bench-logs-")
         self.pod = ""
 
-    def setup(self, megabytes: int) -> None:
+    def setup(self, megabytes: int, seccomp: str) -> None:
         # Host network: containerd wants an eth0 in a pod network, and a bridge per
         # daemon would add set-up that both would pay alike.
         config = pod_config(host_network=True)
@@ -170,10 +170,16 @@ class Subject:
         script = SOURCE.format(blocks=blocks).replace("\n", "\\n")
         serve = f"exec nc -ll -p {self.port} -e /tmp/src"
         command = ["sh", "-c", f"printf '{script}' > /tmp/src && chmod +x /tmp/src && {serve}"]
+        # Both daemons get the same seccomp profile: crio applies RuntimeDefault when
+        # none is named, containerd 1.6 none at all, and runc compiles it on every exec.
+        kind = {"unconfined": api.SecurityProfile.Unconfined}.get(
+            seccomp, api.SecurityProfile.RuntimeDefault
+        )
+        security = api.LinuxContainerSecurityContext(seccomp=api.SecurityProfile(profile_type=kind))
         created = self.rt.CreateContainer(
             api.CreateContainerRequest(
                 pod_sandbox_id=self.pod,
-                config=container_config("bench", command),
+                config=container_config("bench", command, security=security),
                 sandbox_config=config,
             )
         )
@@ -259,6 +265,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--megabytes", type=int, default=256)
+    parser.add_argument(
+        "--seccomp", choices=("unconfined", "runtime-default"), default="unconfined",
+        help="the containers' seccomp profile, the same for both daemons",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/stream.py needs root (it runs crio and containerd)")
@@ -272,7 +282,7 @@ def main() -> None:
         containerd.start()
         for name, path in (("crio", crio.socket), ("containerd", containerd.socket)):
             subjects.append(Subject(name, path))
-            subjects[-1].setup(args.megabytes)
+            subjects[-1].setup(args.megabytes, args.seccomp)
         results = {s.name: asyncio.run(measure(s, args.runs, args.megabytes)) for s in subjects}
     finally:
         for subject in subjects:
@@ -283,6 +293,7 @@ def main() -> None:
         for subject in subjects:
             subject.remove_leftovers()
     ours, peer = results["crio"], results["containerd"]
+    print(f"seccomp {args.seccomp} for both")
     print(f"exec `true` round trip, median of {args.runs} (ms):")
     print(f"  crio {ours['exec_ms']:.1f}   containerd {peer['exec_ms']:.1f}   "
           f"ratio crio/containerd {ours['exec_ms'] / peer['exec_ms']:.2f}")  # fmt: skip
