@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # Debian packages crio and its tests use for real (see README).
-DEB_PACKAGES := runc crun conmon containernetworking-plugins iptables iproute2 \
+DEB_PACKAGES := runc crun conmon containernetworking-plugins iptables iproute2 catatonit \
 	skopeo docker-registry apache2-utils busybox-static btrfs-progs attr \
 	qemu-system-x86 gnupg containerd podman uidmap zstd kmod e2fsprogs \
 	util-linux tar

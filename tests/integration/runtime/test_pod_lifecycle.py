@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -104,3 +105,22 @@ def test_list_filters(node: Node) -> None:
     ready = api.PodSandboxStateValue(state=api.SANDBOX_READY)
     assert ids(api.PodSandboxFilter(state=ready)) == [a]
     assert set(ids(api.PodSandboxFilter())) == {a, b}
+
+
+def test_infra_container_when_drop_infra_ctr_is_off(make_node, handler: str) -> None:  # type: ignore[no-untyped-def]
+    node = make_node({"crio.runtime": {"drop_infra_ctr": False}})
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler=handler)
+    info = json.loads(
+        node.cri.rt.PodSandboxStatus(
+            api.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
+        ).info["info"]
+    )
+    infra = info["infraContainerId"]
+    assert infra and node.cri.containers() == []  # the pause container is not listed
+    pause = node.base / f"rt-{handler}" / infra
+    assert pause.is_dir()  # but the runtime runs it
+    cid = node.cri.create(pod_id, container_config("c"), start=True)
+    assert node.cri.exec(cid, ["true"]).exit_code == 0
+    node.cri.stop_pod(pod_id)
+    node.cri.remove_pod(pod_id)
+    assert not pause.exists()
