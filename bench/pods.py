@@ -297,13 +297,22 @@ def _pod(peer: Peer, host_network: bool) -> api.PodSandboxConfig:
     return config
 
 
-def one_pod(peer: Peer, host_network: bool) -> dict[str, float]:
+def _container(name: str, seccomp: str) -> api.ContainerConfig:
+    kind = {
+        "unconfined": api.SecurityProfile.Unconfined,
+        "runtime-default": api.SecurityProfile.RuntimeDefault,
+    }[seccomp]
+    security = api.LinuxContainerSecurityContext(seccomp=api.SecurityProfile(profile_type=kind))
+    return container_config(name, ["sleep", "3600"], security=security)
+
+
+def one_pod(peer: Peer, host_network: bool, seccomp: str) -> dict[str, float]:
     cri = peer.cri
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     pod_id = cri.run_pod(_pod(peer, host_network))
     t1 = time.perf_counter()
-    cid = cri.create(pod_id, container_config("c", ["sleep", "3600"]))
+    cid = cri.create(pod_id, _container("c", seccomp))
     t2 = time.perf_counter()
     cri.start(cid)
     t3 = time.perf_counter()
@@ -372,13 +381,13 @@ def quantiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p90
 
 
-def fill(peer: Peer, pods: int, per_pod: int, host_network: bool) -> list[str]:
+def fill(peer: Peer, pods: int, per_pod: int, host_network: bool, seccomp: str) -> list[str]:
     ids = []
     for _ in range(pods):
         pod_id = peer.cri.run_pod(_pod(peer, host_network))
         ids.append(pod_id)
         for i in range(per_pod):
-            peer.cri.create(pod_id, container_config(f"c{i}", ["sleep", "3600"]), start=True)
+            peer.cri.create(pod_id, _container(f"c{i}", seccomp), start=True)
     return ids
 
 
@@ -429,6 +438,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--host-network", action="store_true", help="skip CNI")
     parser.add_argument("--no-containerd", action="store_true")
+    parser.add_argument(
+        "--seccomp",
+        choices=("unconfined", "runtime-default"),
+        default="unconfined",
+        help="the profile both daemons are asked for (the kubelet's default is unconfined)",
+    )
     parser.add_argument("--rss-pods", type=int, default=50)
     parser.add_argument("--list-containers", type=int, default=500)
     args = parser.parse_args()
@@ -443,14 +458,15 @@ def main() -> None:
             idle = {p.name: rss_kib([p.pid]) for p in started}
             for i in range(args.warmup + args.pods):
                 for peer in started:
-                    times = one_pod(peer, args.host_network)
+                    times = one_pod(peer, args.host_network, args.seccomp)
                     if i >= args.warmup:
                         for step, value in times.items():
                             results[peer.name][step].append(value)
             bare = bare_runc(base, args.pods + args.warmup)[args.warmup :]
             print(
                 f"# {args.pods} pods per daemon after {args.warmup} warm-ups, "
-                f"{'host network' if args.host_network else 'bridge CNI'}, busybox sleep; ms"
+                f"{'host network' if args.host_network else 'bridge CNI'}, seccomp {args.seccomp}, "
+                f"busybox sleep; ms"
             )
             names = [p.name for p in started]
             header = [f"{n} median/p90" for n in names] + (
@@ -473,7 +489,7 @@ def main() -> None:
 
             print(f"\n# RSS (KiB): idle, then with {args.rss_pods} pods of one running container")
             for peer in started:
-                fill(peer, args.rss_pods, 1, args.host_network)
+                fill(peer, args.rss_pods, 1, args.host_network, args.seccomp)
                 daemon = rss_kib([peer.pid])
                 helpers = rss_kib(peer.children())
                 helper = "conmon" if peer.name == "crio" else "shims"

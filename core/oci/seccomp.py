@@ -9,6 +9,13 @@ whatever the capabilities: the kernel keyring (keyctl, add_key,
 request_key), userfaultfd, kexec, io_uring, and vsock sockets; clone may
 not create namespaces without CAP_SYS_ADMIN, and clone3 answers ENOSYS then
 (its flags are behind a pointer seccomp cannot read; libcs fall back to clone).
+
+Only the host's native ABI is listed: 32-bit system calls (int 0x80 on
+x86_64, AArch32 on arm64) kill the caller, as libseccomp does for an
+architecture the filter does not name. That shuts the compat entry points
+(a classic attack surface), and it is cheap: naming the x86 and x32 ABIs as
+well nearly doubles runc's ``create`` time on this host (102 ms against 57 ms,
+the same as no filter at all; crun 37 ms against 29 ms).
 """
 
 from __future__ import annotations
@@ -429,12 +436,27 @@ _BY_CAPABILITY: dict[str, tuple[str, ...]] = {
     "CAP_DAC_READ_SEARCH": ("open_by_handle_at",),
 }
 
+#: Only the host's own ABI is allowed (see the module docstring).
 _ARCHES = {
-    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-    "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+    "x86_64": ["SCMP_ARCH_X86_64"],
+    "aarch64": ["SCMP_ARCH_AARCH64"],
     "ppc64le": ["SCMP_ARCH_PPC64LE"],
-    "s390x": ["SCMP_ARCH_S390X", "SCMP_ARCH_S390"],
+    "s390x": ["SCMP_ARCH_S390X"],
 }
+
+#: Names that exist only in 32-bit ABIs; listing them in a 64-bit filter only costs time.
+_COMPAT_ONLY_NAMES = """
+chown32 fadvise64_64 fcntl64 fstat64 fstatat64 fstatfs64 ftruncate64 getegid32 geteuid32
+getgid32 getgroups32 getresgid32 getresuid32 getuid32 lchown32 _llseek lstat64 mmap2 _newselect
+setfsgid32 setfsuid32 setgid32 setgroups32 setregid32 setresgid32 setresuid32 setreuid32
+setuid32 sigprocmask sigreturn socketcall stat64 statfs64 truncate64 ugetrlimit waitpid ipc
+send recv sendfile64 stime clock_adjtime64 clock_getres_time64 clock_gettime64
+clock_nanosleep_time64 clock_settime64 futex_time64 io_pgetevents_time64 mq_timedreceive_time64
+mq_timedsend_time64 ppoll_time64 pselect6_time64 recvmmsg_time64 rt_sigtimedwait_time64
+sched_rr_get_interval_time64 semtimedop_time64 timer_gettime64 timer_settime64
+timerfd_gettime64 timerfd_settime64 utimensat_time64
+"""
+_COMPAT_ONLY = frozenset(_COMPAT_ONLY_NAMES.split())
 
 _ARCH_SPECIFIC = {
     "x86_64": ("arch_prctl", "modify_ldt"),
@@ -456,6 +478,7 @@ def runtime_default_profile(
     for cap, names in _BY_CAPABILITY.items():
         if cap in caps:
             allowed.update(names)
+    allowed -= _COMPAT_ONLY
     rules: list[dict[str, Any]] = [
         {"names": sorted(allowed - {"clone", "clone3"}), "action": "SCMP_ACT_ALLOW"},
         *(

@@ -104,8 +104,14 @@ async def make_container(
     image = await _find_image(deps, request.image)
     if image is None:
         raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store")
-    raw_config = json.loads(await store.image_config(image.id))
-    image_config = ImageConfig.from_oci(raw_config.get("config"))
+    image_config = deps.image_configs.get(image.id)
+    if image_config is None:
+        # An image's id is its config's digest: what was read once stays true.
+        raw_config = json.loads(await store.image_config(image.id))
+        image_config = ImageConfig.from_oci(raw_config.get("config"))
+        if len(deps.image_configs) >= 256:
+            deps.image_configs.pop(next(iter(deps.image_configs)))
+        deps.image_configs[image.id] = image_config
     await store.create_container(
         image.id,
         names=[name_key],

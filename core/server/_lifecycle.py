@@ -6,6 +6,7 @@ The ``*_locked`` functions expect the caller to hold the container's lock
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -101,10 +102,25 @@ async def stop_container_locked(
 
 
 async def remove_container_locked(deps: Deps, ctr: ContainerRecord) -> None:
-    """Delete the container from its runtime and the store, then forget it durably."""
-    state = state_of(deps)
-    await runtime_of(deps, ctr.runtime_handler).remove_container(ctr.container_id)
-    if deps.store is not None:
-        with contextlib.suppress(NotFoundError):
-            await deps.store.delete_container(ctr.container_id)
-    await state.remove_container(ctr.container_id)
+    """Delete the exited container from its runtime and the store, then forget it durably.
+
+    The runtime's delete and the store's unmount and layer removal touch
+    different things once the process is gone, so they run together; the
+    record goes last, so that a crash in between leaves a record to retry with.
+    """
+    store = deps.store
+
+    async def delete_layer() -> None:
+        if store is not None:
+            with contextlib.suppress(NotFoundError):
+                await store.delete_container(ctr.container_id)
+
+    results = await asyncio.gather(
+        runtime_of(deps, ctr.runtime_handler).remove_container(ctr.container_id),
+        delete_layer(),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    await state_of(deps).remove_container(ctr.container_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crio.image.pull import Puller
-from crio.oci.container import SpecDefaults
+from crio.oci.container import ImageConfig, SpecDefaults
 from crio.server._tasks import TaskSet
 from crio.state.hub import EventHub
 
@@ -59,3 +59,5 @@ class Deps:
     cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: The streaming server behind Exec, Attach and PortForward URLs (None in tests without).
     streaming: StreamServer | None = None
+    #: Image id (its config's digest) -> what a container inherits from that config.
+    image_configs: dict[str, ImageConfig] = field(default_factory=dict)

@@ -233,9 +233,15 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
     try:
         run_dir = Path(pod.run_dir)
         undo.push("the run directory", lambda: asyncio.to_thread(shutil.rmtree, run_dir, True))
-        await asyncio.to_thread(_write_files, run_dir, _files(pod, config.dns_config))
-        namespaces = await runtime.create_sandbox(sandbox_spec(pod))
-        undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
+        # The pod's files and its namespaces do not depend on each other.
+        files = asyncio.ensure_future(
+            asyncio.to_thread(lambda: _write_files(run_dir, _files(pod, config.dns_config)))
+        )
+        try:
+            namespaces = await runtime.create_sandbox(sandbox_spec(pod))
+            undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
+        finally:
+            await files
         pod = dataclasses.replace(pod, namespaces=namespaces)
         result: dict[str, object] = {}
         if not pod.host_network:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from crio.api import api_pb2_grpc
+from crio.api import api_pb2, api_pb2_grpc
 
 __all__ = ["CrioProcess", "write_config"]
 
@@ -150,8 +151,54 @@ class CrioProcess:
                 raise
         return self.proc.returncode
 
+    def remove_pods(self) -> None:
+        """Stop and remove every pod through CRI (a running crio), so nothing stays behind."""
+        with self.channel() as channel:
+            stub = self.runtime_stub(channel)
+            for pod in stub.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
+                stub.StopPodSandbox(
+                    api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60
+                )
+                stub.RemovePodSandbox(
+                    api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60
+                )
+
     def cleanup(self) -> None:
+        """Remove the pods a test left, stop crio, and release what is left under ``base``.
+
+        Whatever crio could not remove (it was killed, or a test broke it):
+        conmon and container processes started for this tree are killed and
+        mounts under it unmounted, so that the tree can be deleted.
+        """
         if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(grpc.RpcError):
+                self.remove_pods()
             self.proc.kill()
             self.proc.wait()
+        _kill_processes_of(self.base)
+        _unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _kill_processes_of(base: Path) -> None:
+    """SIGKILL conmons (and with them their containers) whose command line names ``base``."""
+    marker = str(base).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if marker in cmdline and b"conmon" in cmdline.split(b"\0", 1)[0]:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
+def _unmount_under(base: Path) -> None:
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    for point in reversed(points):
+        if point.startswith(str(base) + "/"):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)

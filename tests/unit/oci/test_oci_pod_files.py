@@ -77,8 +77,11 @@ def test_passwd_and_group_parsers_skip_junk() -> None:
 
 def test_seccomp_profile_by_architecture() -> None:
     arm = runtime_default_profile([], machine="aarch64")
-    assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert arm["architectures"] == ["SCMP_ARCH_AARCH64"]
     x86 = runtime_default_profile([], machine="x86_64")
+    assert x86["architectures"] == ["SCMP_ARCH_X86_64"]
+    names = {n for rule in x86["syscalls"] for n in rule["names"]}
+    assert "read" in names and "fcntl64" not in names
     [clone] = [r for r in x86["syscalls"] if r["names"] == ["clone"]]
     assert (
         clone["args"][0]["op"] == "SCMP_CMP_MASKED_EQ" and clone["args"][0]["value"] == 0x7E020000
