@@ -487,6 +487,9 @@ def main() -> None:
             print(_row("bare runc c+s", [f"{bare_median:.1f} / {bare_p90:.1f}"]))
             print(f"crio pod start / bare runc create+start: {start_median / bare_median:.2f}")
 
+            if not args.host_network:
+                network_section(started, results, args)
+
             print(f"\n# RSS (KiB): idle, then with {args.rss_pods} pods of one running container")
             for peer in started:
                 fill(peer, args.rss_pods, 1, args.host_network, args.seccomp)
@@ -511,6 +514,51 @@ def main() -> None:
                 print(f"{peer.name:<12} {median:8.2f} ms for {count} containers")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- network part (net_cni; owned by the networking engineer) -----------------
+
+
+def network_section(
+    started: list[Peer], bridged: dict[str, dict[str, list[float]]], args: argparse.Namespace
+) -> None:
+    """What pod networking adds: the same pods with host networking, side by side.
+
+    RunPodSandbox with the bridge CNI (the table above) minus RunPodSandbox
+    with host networking is the pod network's cost: netns pinning and CNI
+    ADD (bridge + host-local; portmap is left out by crio, since the pods
+    have no hostPort). Likewise StopPodSandbox and CNI DEL. Both daemons run
+    the same plugins with the same conflist shape.
+    """
+    host: dict[str, dict[str, list[float]]] = {p.name: {s: [] for s in STEPS} for p in started}
+    for i in range(args.warmup + args.pods):
+        for peer in started:
+            times = one_pod(peer, True, args.seccomp)
+            if i >= args.warmup:
+                for step, value in times.items():
+                    host[peer.name][step].append(value)
+    print(f"\n# Network part: bridge CNI against host network, {args.pods} pods each; ms")
+    cost: dict[str, tuple[float, float]] = {}
+    for peer in started:
+        rows = []
+        for step in ("RunPodSandbox", "StopPodSandbox", "start total"):
+            with_net = quantiles(bridged[peer.name][step])[0]
+            without = quantiles(host[peer.name][step])[0]
+            rows.append((step, with_net, without))
+        (_, run_net, run_host), (_, stop_net, stop_host), (_, start_net, _) = rows
+        cost[peer.name] = (run_net - run_host, stop_net - stop_host)
+        print(
+            f"{peer.name:<11} RunPodSandbox {run_net:6.1f} (host net {run_host:5.1f}): "
+            f"network {run_net - run_host:5.1f} = {(run_net - run_host) / run_net:4.0%} of it, "
+            f"{(run_net - run_host) / start_net:4.0%} of pod start; "
+            f"StopPodSandbox {stop_net:6.1f} (host net {stop_host:5.1f})"
+        )
+    if len(cost) == 2:
+        (crio_up, crio_down), (ctrd_up, ctrd_down) = cost["crio"], cost["containerd"]
+        print(
+            f"network cost crio/containerd: set-up {crio_up / ctrd_up:.2f}, "
+            f"tear-down {crio_down / ctrd_down:.2f}"
+        )
 
 
 if __name__ == "__main__":
