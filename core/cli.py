@@ -2,26 +2,31 @@
 
 ``crio`` alone runs the daemon; ``crio config`` prints the configuration as
 commented TOML, ``crio plugins`` lists the plugins found, ``crio version``
-prints versions. Any :class:`~crio.errors.CrioError` ends the process with
-one line on stderr and exit status 1, never a traceback.
+prints versions. Plugins add their own subcommands through the
+``crio_add_commands`` hook and the :class:`Commands` registrar. Any
+:class:`~crio.errors.CrioError` ends the process with one line on stderr and
+exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from crio import __version__, config
 from crio._toml import dumps_model
-from crio.errors import ConfigError, CrioError
+from crio.errors import ConfigError, CrioError, PluginError
 from crio.plugins import Plugins
 
-__all__ = ["main"]
+__all__ = ["Command", "Commands", "main"]
 
 log = logging.getLogger("crio")
 
@@ -70,7 +75,76 @@ _LIST_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+_BUILTIN_COMMANDS = ("config", "plugins", "version")
+_COMMAND_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One subcommand a plugin added (see :meth:`Commands.add`)."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, config.Config], int]
+    arguments: Callable[[argparse.ArgumentParser], None] | None
+    plugin: str
+
+
+class Commands:
+    """The registrar ``crio_add_commands`` receives: plugins add subcommands here.
+
+    It checks what it is given when it is given, so a clash or a bad name is
+    reported against the plugin that caused it.
+    """
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+        self._plugin = ""
+
+    @contextlib.contextmanager
+    def adding_for(self, plugin: str) -> Iterator[None]:
+        """Attribute the commands added inside the block to ``plugin``."""
+        self._plugin = plugin
+        try:
+            yield
+        finally:
+            self._plugin = ""
+
+    def add(
+        self,
+        name: str,
+        *,
+        help: str,
+        run: Callable[[argparse.Namespace, config.Config], int],
+        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    ) -> None:
+        """Add ``crio NAME``.
+
+        :param name: lowercase letters, digits and ``-``, starting with a letter.
+        :param help: one line for ``crio --help``.
+        :param run: called with the parsed arguments and the loaded
+            configuration; returns the exit status.
+        :param arguments: adds the subcommand's own arguments to its parser.
+        :raises PluginError: the name is malformed or already taken.
+        """
+        who = self._plugin or "an unnamed plugin"
+        if not _COMMAND_NAME.fullmatch(name):
+            raise PluginError(f"plugin {who}: command name {name!r} is not a lowercase word")
+        if name in _BUILTIN_COMMANDS:
+            raise PluginError(f"plugin {who}: command {name!r} is one of crio's own")
+        if name in self._commands:
+            owner = self._commands[name].plugin
+            raise PluginError(f"plugin {who}: command {name!r} is already added by {owner}")
+        self._commands[name] = Command(name, help, run, arguments, who)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(sorted(self._commands.values(), key=lambda c: c.name))
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name)
+
+
+def _parser(commands: Commands | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crio", description="A Kubernetes CRI v1 container runtime (after CRI-O)."
     )
@@ -94,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list the plugins found and whether they loaded")
     plugins.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("version", help="print crio's version")
+    for command in commands or ():
+        added = sub.add_parser(command.name, help=command.help, description=command.help)
+        if command.arguments is not None:
+            command.arguments(added)
     return parser
 
 
@@ -148,11 +226,8 @@ def _print_plugins(plugins: Plugins, fmt: str) -> None:
         print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row[:4])) + "  " + row[4])
 
 
-def _run_daemon(args: argparse.Namespace, cfg: config.Config) -> None:
+def _run_daemon(args: argparse.Namespace, cfg: config.Config, plugins: Plugins) -> None:
     from crio import daemon  # grpc and the stubs load only for the daemon
-
-    plugins = Plugins()
-    plugins.load_entry_points()
 
     def reload() -> config.Config:
         new = _load(args)
@@ -162,8 +237,14 @@ def _run_daemon(args: argparse.Namespace, cfg: config.Config) -> None:
     asyncio.run(daemon.serve(cfg, plugins, reload=reload))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, plugins: Plugins | None = None) -> int:
+    """Run ``crio``; ``plugins`` (already loaded) replaces entry-point discovery."""
+    if plugins is None:
+        plugins = Plugins()
+        plugins.load_entry_points()
+    commands = Commands()
+    plugins.add_commands(commands)
+    args = _parser(commands).parse_args(argv)
     try:
         if args.command == "version":
             print(f"crio version {__version__}")
@@ -177,12 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         _setup_logging(args.log_level)
         if args.command == "plugins":
-            plugins = Plugins()
-            plugins.load_entry_points()
             _print_plugins(plugins, args.format)
             return 0
+        command = commands.get(args.command or "")
+        if command is not None:
+            return command.run(args, cfg)
         try:
-            _run_daemon(args, cfg)
+            _run_daemon(args, cfg, plugins)
         except ConfigError as exc:
             if exc.key and not exc.file and cfg.origin(exc.key):
                 raise ConfigError(exc.detail, file=cfg.origin(exc.key), key=exc.key) from None

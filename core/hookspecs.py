@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from crio.cli import Commands
     from crio.config import Config, NetworkConfig, RuntimeHandler
     from crio.events import ContainerEvent, ImageEvent, SandboxEvent
     from crio.image.transport import ImageTransport
@@ -56,6 +57,23 @@ def crio_configure(config: Config) -> None:
 
     Called once at start-up before any factory hook, and again after SIGHUP
     reloads the file. Historic: a plugin registered late still sees the call.
+    """
+
+
+@hookspec
+def crio_add_commands(commands: Commands) -> None:
+    """Add subcommands to the ``crio`` command line.
+
+    :param commands: the registrar; call :meth:`crio.cli.Commands.add` once per
+        subcommand with its name, a one-line help, a function that adds its
+        arguments to an ``argparse`` parser and the function that runs it.
+
+    Called on every ``crio`` invocation, after the plugins are loaded and
+    before the command line is parsed, so keep it to registering. The run
+    function gets the parsed arguments and the loaded configuration (files
+    and flags applied) and returns the exit status; it raises
+    :class:`~crio.errors.CrioError` for failures crio reports in one line.
+    A name crio or another plugin already uses is refused, naming the plugin.
     """
 
 

@@ -27,6 +27,7 @@ from crio import hookspecs
 from crio.errors import ConfigError, CrioError, PluginError, UnsupportedError
 
 if TYPE_CHECKING:
+    from crio.cli import Commands
     from crio.config import Config, NetworkConfig, RuntimeHandler
     from crio.image.transport import ImageTransport
     from crio.network import Network
@@ -50,6 +51,7 @@ _KIND_OF_HOOK = {
     "crio_graph_driver": "storage",
     "crio_image_transport": "transport",
     "crio_network": "network",
+    "crio_add_commands": "commands",
 }
 
 
@@ -210,6 +212,19 @@ class Plugins:
         if network is None:
             raise UnsupportedError("no plugin provides a pod network" + self._failure_note())
         return network
+
+    def add_commands(self, commands: Commands) -> None:
+        """Let every plugin add its ``crio`` subcommands.
+
+        A plugin that fails here is logged and skipped: one broken plugin must
+        not take the whole command line (``crio config``, ``crio plugins``) down.
+        """
+        for impl in reversed(self._pm.hook.crio_add_commands.get_hookimpls()):
+            try:
+                with commands.adding_for(impl.plugin_name):
+                    impl.function(commands=commands)
+            except Exception as exc:
+                log.warning("plugin %s failed to add its commands: %s", impl.plugin_name, exc)
 
     # -- notifications ----------------------------------------------------
 

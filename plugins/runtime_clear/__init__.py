@@ -1,22 +1,71 @@
-"""runtime_clear: runtime_type ``vm``, one lightweight VM per pod (Clear Containers).
+"""runtime_clear: runtime_type ``vm``, one lightweight VM per pod (after Clear Containers).
 
-Declares what it will provide; a handler of this type is refused at start-up
-until the VM runtime lands.
+Each pod is a qemu ``microvm`` running a Debian cloud kernel, with the host's
+root shared read-only over virtiofs (the guest runs the host's python3 and
+crun/runc), a writable share for the pod's bundles, and an agent as PID 1
+speaking JSON lines over a virtio serial port. See :mod:`.vm` for the
+harness, :mod:`.assets` for ``crio vm-assets``, :mod:`.agent` for the guest.
 """
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+from crio.cli import Commands
 from crio.config import Config, RuntimeHandler
 from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.runtime_clear.options import VMOptions, parse_options
 
-__all__ = ["crio_runtime"]
+__all__ = ["VMOptions", "crio_add_commands", "crio_runtime"]
 
 
 @hookimpl(trylast=True)
 def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> None:
     if handler.runtime_type != "vm":
         return None
+    parse_options(handler_name, handler.options, handler.runtime_path)
     raise UnsupportedError(
-        f"handler {handler_name}: runtime_type 'vm' (runtime_clear) is not built yet"
+        f"handler {handler_name}: runtime_type 'vm' (runtime_clear) runs only the VM harness "
+        "so far; pods on it are not built yet"
+    )
+
+
+def _vm_assets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", help="where to store them (default: ROOT/vm-assets under crio's root)"
+    )
+    parser.add_argument("--package", help="a linux-image-* package (default: apt's cloud kernel)")
+    parser.add_argument("--deb", help="use this downloaded kernel .deb instead of apt-get download")
+    parser.add_argument("--force", action="store_true", help="rebuild even if current")
+    parser.add_argument("--verify", action="store_true", help="also check the stored sha256 sums")
+
+
+def _vm_assets(args: argparse.Namespace, config: Config) -> int:
+    from crio_plugins.runtime_clear import assets
+
+    directory = Path(args.dir) if args.dir else assets.assets_dir(config.crio.root)
+    stored = assets.ensure(
+        directory,
+        package=args.package,
+        deb=Path(args.deb) if args.deb else None,
+        force=args.force,
+        say=lambda line: print(line, flush=True),
+    )
+    if args.verify:
+        assets.verify(stored)
+    print(f"kernel  {stored.kernel}  {stored.sha256.get('vmlinux', '')}")
+    print(f"initrd  {stored.initrd}  {stored.sha256.get('initrd.img', '')}")
+    print(f"release {stored.kernel_release} ({stored.kernel_package} {stored.kernel_version})")
+    return 0
+
+
+@hookimpl
+def crio_add_commands(commands: Commands) -> None:
+    commands.add(
+        "vm-assets",
+        help="fetch the pod VM kernel and build its initramfs (runtime_type 'vm')",
+        run=_vm_assets,
+        arguments=_vm_assets_arguments,
     )

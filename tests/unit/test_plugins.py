@@ -20,7 +20,7 @@ CRIO = str(Path(sys.executable).with_name("crio"))
 
 BUILTINS = {
     "runtime_runc": ("runtime",),
-    "runtime_clear": ("runtime",),
+    "runtime_clear": ("runtime", "commands"),
     "storage_overlay": ("storage",),
     "storage_devicemapper": ("storage",),
     "storage_btrfs": ("storage",),

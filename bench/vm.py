@@ -1,0 +1,158 @@
+"""What a pod VM costs: boot, exec and container start in the guest, against the host.
+
+Usage (root): .venv/bin/python bench/vm.py [--boots 3] [--runs 20]
+
+Harness figures (runtime_clear.vm, no crio daemon), medians in ms:
+
+- boot-to-ready: VM.boot until the agent's ``ready`` (supervisor, virtiofsd,
+  qemu, kernel, initramfs, the host's python3 over virtiofs), with the guest's
+  own uptime at ``ready`` and the accelerator named;
+- exec round trip: ``true`` run in the guest through the agent, against
+  the peer: ``true`` spawned on the host from the same event loop;
+- container create+start: crun in the guest through the agent, against the
+  peer: the same crun create+start of the same bundle on the host;
+- shutdown: agent ``shutdown`` until the supervisor has reported the end.
+
+Prints figures and ratios; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
+from crio_plugins.runtime_clear.vm import VM, VMSpec
+from support.vm import busybox_rootfs, vm_assets_or_skip
+
+
+async def _ms(fn: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):9.1f}"
+
+
+def _bundle(directory: Path, cid: str) -> Path:
+    bundle = directory / cid
+    busybox_rootfs(bundle / "rootfs")
+    subprocess.run(["crun", "spec", "-b", str(bundle)], check=True, capture_output=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["args"] = ["sleep", "600"]
+    spec["process"]["terminal"] = False
+    spec["root"] = {"path": "rootfs", "readonly": False}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+async def _host_crun(bundle: Path, root: Path, cid: str) -> None:
+    async def crun(*args: str) -> None:
+        # The container inherits crun's stdio: no pipes, or waiting for EOF never ends.
+        proc = await asyncio.create_subprocess_exec(
+            "crun", f"--root={root}", *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await proc.wait():
+            raise RuntimeError(f"crun {args[0]} {cid} failed with {proc.returncode}")
+
+    await crun("create", f"--bundle={bundle}", cid)
+    await crun("start", cid)
+
+
+async def _host_crun_cleanup(root: Path, cid: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "crun", f"--root={root}", "delete", "--force", cid,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await proc.wait()
+
+
+async def harness(boots: int, runs: int) -> None:
+    assets = vm_assets_or_skip()
+    base = Path(tempfile.mkdtemp(prefix="crio-bench-vm-", dir="/tmp"))
+    boot_ms: list[float] = []
+    uptimes: list[float] = []
+    shutdown_ms: list[float] = []
+    accel = ""
+    try:
+        for n in range(boots):
+            spec = VMSpec(run_dir=base / f"vm{n}", kernel=assets.kernel, initrd=assets.initrd)
+            start = time.perf_counter()
+            vm = await VM.boot(spec)
+            boot_ms.append((time.perf_counter() - start) * 1000)
+            uptimes.append(float(vm.ready["uptime"]) * 1000)
+            accel = vm.accel
+            if n < boots - 1:
+                shutdown_ms.append(await _ms(vm.shutdown))
+                await vm.release()
+        # The last VM stays up for the exec and container figures.
+        guest_exec = [await _ms(lambda: vm.run(["true"])) for _ in range(runs + 2)][2:]
+
+        async def host_true() -> None:
+            proc = await asyncio.create_subprocess_exec("true")
+            await proc.wait()
+
+        host_exec = [await _ms(host_true) for _ in range(runs + 2)][2:]
+        guest_ctr, host_ctr = [], []
+        host_root = base / "crun-root"
+        for _ in range(max(3, runs // 4)):
+            cid = f"b{uuid.uuid4().hex[:10]}"
+            _bundle(spec.share, cid)
+            bundle = f"{GUEST_SHARE}/{cid}"
+
+            async def in_guest(cid: str = cid, bundle: str = bundle) -> None:
+                await vm.call("create", container_id=cid, bundle=bundle)
+                await vm.call("start", container_id=cid)
+
+            guest_ctr.append(await _ms(in_guest))
+            await vm.call("kill", container_id=cid, signal=9)
+            await vm.call("wait", container_id=cid)
+            await vm.call("delete", container_id=cid)
+            hcid = f"h{cid}"
+            hbundle = _bundle(base / "host-bundles", hcid)
+            host_ctr.append(await _ms(lambda b=hbundle, c=hcid: _host_crun(b, host_root, c)))
+            await _host_crun_cleanup(host_root, hcid)
+        shutdown_ms.append(await _ms(vm.shutdown))
+        await vm.release()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(f"pod VM harness ({accel.upper()}, {boots} boots, {runs} runs; medians in ms)")
+    print(
+        f"  boot-to-ready (host view)      {_median(boot_ms)}   runs: "
+        + ", ".join(f"{v:.0f}" for v in boot_ms)
+    )
+    print(f"  guest uptime at ready          {_median(uptimes)}")
+    print(f"  shutdown                       {_median(shutdown_ms)}")
+    g, h = statistics.median(guest_exec), statistics.median(host_exec)
+    print(f"  exec round trip  guest {g:9.1f}   host peer {h:7.1f}   ratio {g / h:6.1f}x")
+    g, h = statistics.median(guest_ctr), statistics.median(host_ctr)
+    print(f"  crun create+start guest {g:8.1f}   host peer {h:7.1f}   ratio {g / h:6.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--boots", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    asyncio.run(harness(args.boots, args.runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The pod VM's agent: PID 1 in the guest, speaking ``_wire`` over a virtio serial port.
+
+Standard library only. It runs on the host's python3 (the guest's root is the
+host's, shared read-only over virtiofs) and imports its sibling modules
+(``_wire``, ``_guest_loop``, ``_guest_procs``, ``_guest_oci``) from its own
+directory, which the host copies into the pod's share before boot. It sends
+``ready`` once, then answers every request by id; as PID 1 it reaps every
+process in the guest (see ``_guest_procs``).
+
+If the host closes the port (crio restarting), the agent keeps its
+containers, buffers what it would have sent (up to :data:`MAX_BACKLOG`) and
+serves the next connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _wire
+from _guest_loop import Failure, Loop, log, read_text, set_blocking, set_nonblocking
+from _guest_oci import Containers
+from _guest_procs import Processes
+
+PORT_NAME = "crio.agent"
+#: The agent's state in the guest: OCI runtime root, pid files, console sockets.
+STATE_DIR = "/run/vm"
+READ_CHUNK = 64 * 1024
+#: Output kept while no host is connected; older lines are dropped beyond it.
+MAX_BACKLOG = 32 << 20
+LINUX_REBOOT_CMD_POWER_OFF = 0x4321FEDC
+SYS_FINIT_MODULE = 313  # x86_64
+
+
+class Agent:
+    """The serial port, the dispatcher and the guest-wide operations."""
+
+    def __init__(self, port_fd: int, state_dir: str = STATE_DIR, exit_on_eof: bool = False) -> None:
+        oci_root, work = os.path.join(state_dir, "oci"), os.path.join(state_dir, "agent")
+        os.makedirs(oci_root, exist_ok=True)
+        os.makedirs(work, exist_ok=True)
+        self.loop = Loop()
+        self.port_fd = port_fd
+        self.exit_on_eof = exit_on_eof
+        self.conn = _wire.Connection(_wire.Role.GUEST)
+        self.out = bytearray()
+        self.flush_scheduled = False
+        self.procs = Processes(self.loop, self.event, self.reply, work)
+        self.containers = Containers(self.procs, oci_root)
+
+    # -- the serial port ------------------------------------------------------------
+
+    def on_port(self) -> None:
+        try:
+            data = os.read(self.port_fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log(f"port read failed: {exc}")
+            data = b""
+        if not data and self.exit_on_eof:
+            raise SystemExit(0)
+        if not data:
+            # The host closed its end. Requests in flight die with that
+            # connection; start afresh when the host is back.
+            self.loop.remove_reader(self.port_fd)
+            self.conn = _wire.Connection(_wire.Role.GUEST)
+            self.loop.call_later(0.2, lambda: self.loop.add_reader(self.port_fd, self.on_port))
+            return
+        self.conn.receive_data(data)
+        while True:
+            try:
+                message = self.conn.next_event()
+            except _wire.RemoteProtocolError as exc:
+                log(f"the host broke the protocol ({exc}); waiting for a new connection")
+                self.conn = _wire.Connection(_wire.Role.GUEST)
+                return
+            if message is _wire.NEED_DATA:
+                return
+            if isinstance(message, _wire.BadRequest):
+                self.reply(message.id, error=_wire.Fault("invalid", message.message))
+            else:
+                self.dispatch(message)
+
+    def write(self, line: bytes) -> None:
+        self.out += line
+        if len(self.out) > MAX_BACKLOG:
+            cut = self.out.find(b"\n", len(self.out) - MAX_BACKLOG)
+            del self.out[: cut + 1]
+        self.flush()
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        while self.out:
+            try:
+                written = os.write(self.port_fd, self.out[:READ_CHUNK])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.ENODEV):
+                    raise
+                break  # no host on the other end yet
+            del self.out[:written]
+        if self.out and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_later(0.01, self.flush)
+
+    def reply(
+        self,
+        rid: int,
+        result: dict[str, Any] | None = None,
+        error: _wire.Fault | None = None,
+    ) -> None:
+        if result is None and error is None:
+            result = {}
+        try:
+            self.write(self.conn.send(_wire.Reply(rid, result=result, error=error)))
+        except _wire.LocalProtocolError as exc:  # the request came on an old connection
+            log(f"dropping reply {rid}: {exc}")
+
+    def event(self, name: str, **data: Any) -> None:
+        self.write(self.conn.send(_wire.Event(name, data)))
+
+    def dispatch(self, request: _wire.Request) -> None:
+        handler = getattr(self, f"op_{request.op}", None) or getattr(
+            self.containers, f"op_{request.op}"
+        )
+        try:
+            result = handler(request.id, request.args)
+        except Failure as exc:
+            self.reply(request.id, error=_wire.Fault(exc.kind, str(exc)))
+        except OSError as exc:
+            self.reply(request.id, error=_wire.Fault("failed", f"{request.op}: {exc}"))
+        else:
+            if result is not None:
+                self.reply(request.id, result)
+
+    # -- the guest --------------------------------------------------------------------
+
+    def op_ping(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        return {"version": _wire.PROTOCOL_VERSION, "kernel": os.uname().release}
+
+    def op_network(self, rid: int, args: dict[str, Any]) -> None:
+        by_mac = {}
+        for name in os.listdir("/sys/class/net"):
+            by_mac[read_text(f"/sys/class/net/{name}/address").strip().lower()] = name
+        commands = [["ip", "link", "set", "lo", "up"]]
+        for iface in args["interfaces"]:
+            dev = by_mac.get(str(iface.get("mac", "")).lower())
+            if dev is None:
+                raise Failure("not_found", f"no guest interface with MAC {iface.get('mac')}")
+            if iface.get("mtu"):
+                commands.append(["ip", "link", "set", "dev", dev, "mtu", str(iface["mtu"])])
+            commands.append(["ip", "link", "set", "dev", dev, "up"])
+            commands += [["ip", "addr", "add", a, "dev", dev] for a in iface.get("addresses", [])]
+        for route in args.get("routes", []):
+            command = ["ip", "route", "add", str(route["dst"])]
+            if route.get("gw"):
+                command += ["via", str(route["gw"])]
+            commands.append(command)
+        if args.get("hostname"):
+            with open("/proc/sys/kernel/hostname", "w") as handle:
+                handle.write(args["hostname"])
+        self.run_chain(rid, commands)
+
+    def run_chain(self, rid: int, commands: list[list[str]]) -> None:
+        if not commands:
+            self.reply(rid, {})
+            return
+
+        def done(code: int, stderr: str) -> None:
+            if code != 0:
+                message = f"{' '.join(commands[0])}: {stderr.strip()}"
+                self.reply(rid, error=_wire.Fault("failed", message))
+            else:
+                self.run_chain(rid, commands[1:])
+
+        try:
+            self.procs.run_tool(commands[0], done)
+        except OSError as exc:
+            self.reply(rid, error=_wire.Fault("failed", f"{commands[0][0]}: {exc}"))
+
+    def op_modprobe(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        directory = args["modules_dir"]
+        try:
+            index = json.loads(read_text(os.path.join(directory, "modules.json")))
+        except (OSError, ValueError) as exc:
+            raise Failure("not_found", f"modprobe: {directory}/modules.json: {exc}") from exc
+        release = os.uname().release
+        libc = ctypes.CDLL(None, use_errno=True)
+        loaded: list[str] = []
+
+        def load(name: str, chain: tuple[str, ...]) -> None:
+            name = name.replace("-", "_")
+            if os.path.isdir(f"/sys/module/{name}") or name in loaded:
+                return
+            if name in chain or name not in index:
+                raise Failure("not_found", f"modprobe: no module {name} for {release}")
+            for dep in index[name]["depends"]:
+                load(dep, (*chain, name))
+            fd = os.open(os.path.join(directory, release, index[name]["path"]), os.O_RDONLY)
+            try:
+                if libc.syscall(SYS_FINIT_MODULE, fd, b"", 0) != 0:
+                    err = ctypes.get_errno()
+                    if err != errno.EEXIST:
+                        raise Failure("failed", f"modprobe {name}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            loaded.append(name)
+
+        for name in args["names"]:
+            load(str(name), ())
+        return {"loaded": loaded}
+
+    def op_shutdown(self, rid: int, args: dict[str, Any]) -> None:
+        for proc in self.containers.live():
+            if proc.exit_code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+        os.sync()
+        self.reply(rid, {})
+        # Let the reply leave before the power goes.
+        set_blocking(self.port_fd)
+        self.flush()
+        power_off()
+
+    def run(self) -> None:
+        set_nonblocking(self.port_fd)
+        self.loop.add_reader(self.port_fd, self.on_port)
+        self.event(
+            "ready",
+            kernel=os.uname().release,
+            pid=os.getpid(),
+            uptime=float(read_text("/proc/uptime").split()[0]),
+            version=_wire.PROTOCOL_VERSION,
+        )
+        while True:
+            self.loop.run_once()
+
+
+def power_off() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sync()
+    libc.reboot(LINUX_REBOOT_CMD_POWER_OFF)
+    os._exit(1)  # reboot() failed: PID 1 exiting panics the kernel, which also stops the VM
+
+
+def find_port(name: str = PORT_NAME) -> str:
+    base = "/sys/class/virtio-ports"
+    for port in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        with contextlib.suppress(OSError):
+            if read_text(f"{base}/{port}/name").strip() == name:
+                return f"/dev/{port}"
+    raise SystemExit(f"crio-agent: no virtio serial port named {name}")
+
+
+def main(argv: list[str]) -> None:
+    """``agent.py`` in the VM; ``agent.py --port-fd N --state-dir D`` elsewhere (tests)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="crio-agent")
+    parser.add_argument("--port-fd", type=int, help="an open descriptor to speak on")
+    parser.add_argument("--state-dir", default=STATE_DIR)
+    args = parser.parse_args(argv)
+    if os.getpid() != 1:
+        log("not PID 1: only the agent's own children are reaped here")
+    if args.port_fd is None:
+        port_fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
+    else:
+        port_fd = args.port_fd
+    Agent(port_fd, args.state_dir, exit_on_eof=args.port_fd is not None).run()
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        if os.getpid() == 1:
+            log(f"fatal: {exc}")
+            power_off()
+        raise
+    except BaseException as exc:
+        log(f"fatal: {type(exc).__name__}: {exc}")
+        if os.getpid() == 1:  # PID 1 must not just return
+            power_off()
+        raise

@@ -1,0 +1,95 @@
+"""The keys a ``runtime_type = "vm"`` handler table may carry beyond the core ones.
+
+::
+
+    [crio.runtime.runtimes.clear]
+    runtime_type = "vm"
+    accel = "auto"            # "auto" | "kvm" | "tcg"
+    kernel = ""               # default: ROOT/vm-assets/vmlinux (crio vm-assets)
+    initrd = ""               # default: ROOT/vm-assets/initrd.img
+    memory = 512              # MiB per pod VM
+    vcpus = 1
+    guest_runtime = "/usr/bin/crun"   # the OCI runtime the agent uses in the guest
+    qemu = "/usr/bin/qemu-system-x86_64"
+    virtiofsd = "/usr/lib/qemu/virtiofsd"
+    boot_timeout = 180        # seconds until the agent must be ready
+    kernel_args = []          # extra guest kernel parameters
+
+``runtime_path`` names the qemu binary as well (``qemu`` wins when both are set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from crio.errors import ConfigError
+
+__all__ = ["VMOptions", "parse_options"]
+
+
+@dataclass(frozen=True, slots=True)
+class VMOptions:
+    accel: str = "auto"
+    kernel: str = ""
+    initrd: str = ""
+    memory: int = 512
+    vcpus: int = 1
+    guest_runtime: str = "/usr/bin/crun"
+    qemu: str = "/usr/bin/qemu-system-x86_64"
+    virtiofsd: str = "/usr/lib/qemu/virtiofsd"
+    boot_timeout: float = 180.0
+    kernel_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+_ACCELS = ("auto", "kvm", "tcg")
+
+
+def _path(value: Any) -> str | None:
+    if isinstance(value, str) and (value == "" or value.startswith("/")):
+        return None
+    return f"got {value!r}, expected an absolute path"
+
+
+def _check(name: str, value: Any) -> str | None:
+    """Why ``value`` is wrong for key ``name``, or None."""
+    if name == "accel":
+        ok = value in _ACCELS
+        return None if ok else f"got {value!r}, expected one of: {', '.join(_ACCELS)}"
+    if name in ("kernel", "initrd", "guest_runtime", "qemu", "virtiofsd"):
+        return _path(value)
+    if name == "memory":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 128 <= value <= 1 << 20
+        return None if ok else f"got {value!r}, expected MiB as an integer of at least 128"
+    if name == "vcpus":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64
+        return None if ok else f"got {value!r}, expected an integer from 1 to 64"
+    if name == "boot_timeout":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        return None if ok else f"got {value!r}, expected a positive number of seconds"
+    if name == "kernel_args":
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        return None if ok else f"got {value!r}, expected a list of non-empty strings"
+    return "unknown key for runtime_type 'vm'; expected one of: " + ", ".join(
+        sorted(VMOptions.__dataclass_fields__)
+    )
+
+
+def parse_options(
+    handler_name: str, options: Mapping[str, Any], runtime_path: str = ""
+) -> VMOptions:
+    """Validate a handler table's extra keys.
+
+    :raises ConfigError: with ``key="crio.runtime.runtimes.NAME.KEY"`` for the
+        first unknown key or bad value.
+    """
+    values: dict[str, Any] = {}
+    if runtime_path:
+        values["qemu"] = runtime_path
+    for name in sorted(options):
+        problem = _check(name, options[name])
+        if problem:
+            raise ConfigError(problem, key=f"crio.runtime.runtimes.{handler_name}.{name}")
+        values[name] = tuple(options[name]) if name == "kernel_args" else options[name]
+    return VMOptions(**values)

@@ -1,0 +1,339 @@
+"""The VM harness: boot a guest on the host's root, run commands in it, stop it.
+
+Usable on its own (tests of other plugins boot a guest to run what the host
+kernel cannot)::
+
+    spec = VMSpec(run_dir=tmp / "vm", kernel=assets.kernel, initrd=assets.initrd)
+    async with await VM.boot(spec) as vm:
+        result = await vm.run(["uname", "-r"])
+        print(result.exit_code, result.stdout)
+
+:meth:`VM.boot` starts the supervisor (``supervisor.py``, its own session, so
+it outlives crio), connects to the agent and waits for ``ready``. The
+supervisor's death is the VM's death: :attr:`VM.died` resolves with its
+``exit.json`` and every pending agent call fails with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crio.errors import CrioError, OCIRuntimeError
+from crio_plugins.runtime_clear import _mounts, _wire
+from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
+from crio_plugins.runtime_clear.accel import choose_accel, host_facts
+from crio_plugins.runtime_clear.client import AgentClient, AgentError
+from crio_plugins.runtime_clear.qemu import QemuSettings, qemu_argv
+
+__all__ = ["AGENT_FILES", "VM", "RunResult", "VMExit", "VMSpec"]
+
+log = logging.getLogger("crio.runtime_clear")
+
+HERE = Path(__file__).resolve().parent
+#: What the guest runs as PID 1, copied into ``SHARE/.agent`` before each boot.
+AGENT_FILES = ("agent.py", "_wire.py", "_guest_loop.py", "_guest_procs.py", "_guest_oci.py")
+AGENT_DIR = ".agent"
+#: How long a broken agent channel waits for the supervisor's report of the VM's death.
+DEATH_REPORT_GRACE = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class VMSpec:
+    """One VM to boot.
+
+    ``run_dir`` is the VM's private directory (sockets, logs, the mount point
+    of the read-only root); ``share_dir`` (default ``run_dir/share``) appears
+    in the guest at :data:`GUEST_SHARE`, read-write. With ``netns`` the VM
+    boots in that network namespace, wired to its interfaces.
+    """
+
+    run_dir: Path
+    kernel: Path
+    initrd: Path
+    accel: str = "auto"
+    memory_mib: int = 512
+    vcpus: int = 1
+    share_dir: Path | None = None
+    netns: str = ""
+    hostname: str = ""
+    qemu: str = "/usr/bin/qemu-system-x86_64"
+    virtiofsd: str = "/usr/lib/qemu/virtiofsd"
+    guest_python: str = "/usr/bin/python3"
+    kernel_args: Sequence[str] = field(default_factory=tuple)
+    kill_grace: float = 5.0
+
+    @property
+    def share(self) -> Path:
+        return self.share_dir or self.run_dir / "share"
+
+
+@dataclass(frozen=True, slots=True)
+class VMExit:
+    """How a VM ended: qemu's status and why."""
+
+    status: int
+    reason: str
+    finished_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def missing_tools(spec: VMSpec) -> str:
+    """Why this host cannot boot ``spec``, or ""."""
+    for what, path in (("qemu", spec.qemu), ("virtiofsd", spec.virtiofsd)):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"{what} {path} is not an executable file"
+    for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
+        if not os.path.isfile(path):
+            return f"{what} {path} does not exist"
+    return ""
+
+
+def _install_agent(share: Path) -> str:
+    target = share / AGENT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for name in AGENT_FILES:
+        shutil.copyfile(HERE / name, target / name)
+    return f"{GUEST_SHARE}/{AGENT_DIR}/agent.py"
+
+
+class VM:
+    """A booted guest and its agent."""
+
+    def __init__(self, spec: VMSpec, accel: str, process: asyncio.subprocess.Process) -> None:
+        self.spec = spec
+        self.accel = accel
+        self.name = spec.run_dir.name
+        self._process = process
+        self.supervisor_pid = process.pid
+        self.agent: AgentClient | None = None
+        self.ready: dict[str, Any] = {}
+        self.network: dict[str, Any] = {}
+        self.boot_seconds = 0.0
+        self.died: asyncio.Future[VMExit] = asyncio.get_running_loop().create_future()
+        self._watch = asyncio.create_task(self._watch_death(), name=f"vm-{self.name}")
+
+    # -- boot ----------------------------------------------------------------------
+
+    @classmethod
+    async def boot(cls, spec: VMSpec, timeout: float = 180.0) -> VM:
+        """Start the VM and wait until its agent is ready.
+
+        :raises UnsupportedError: ``accel = "kvm"`` where KVM cannot work.
+        :raises OCIRuntimeError: the VM died or did not get ready in ``timeout``.
+        """
+        problem = missing_tools(spec)
+        if problem:
+            raise OCIRuntimeError(f"VM {spec.run_dir.name} cannot boot: {problem}")
+        facts = host_facts()
+        accel = choose_accel(spec.accel, facts)
+        started = time.monotonic()
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        (spec.run_dir / "exit.json").unlink(missing_ok=True)
+        spec.share.mkdir(parents=True, exist_ok=True)
+        _mounts.make_shared(spec.share)
+        settings = QemuSettings(
+            qemu=spec.qemu,
+            kernel=spec.kernel,
+            initrd=spec.initrd,
+            run_dir=spec.run_dir,
+            accel=accel,
+            memory_mib=spec.memory_mib,
+            vcpus=spec.vcpus,
+            tsc_khz=facts.tsc_khz,
+            agent_path=_install_agent(spec.share),
+            guest_python=spec.guest_python,
+            kernel_args=tuple(spec.kernel_args),
+        )
+        config = {
+            "run_dir": str(spec.run_dir),
+            "share_dir": str(spec.share),
+            "virtiofsd": spec.virtiofsd,
+            "netns": spec.netns,
+            "kill_grace": spec.kill_grace,
+            "qemu": qemu_argv(settings),
+        }
+        (spec.run_dir / "vm.json").write_text(json.dumps(config, indent=1))
+        with open(spec.run_dir / "supervisor.log", "ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", str(HERE / "supervisor.py"), str(spec.run_dir / "vm.json"),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,
+            )  # fmt: skip
+        vm = cls(spec, accel, process)
+        try:
+            await asyncio.wait_for(vm._attach(started), timeout)
+        except BaseException as exc:
+            await vm.kill()
+            await vm.release()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise OCIRuntimeError(
+                    f"VM {vm.name} was not ready after {timeout:.0f}s ({accel}); "
+                    f"console: {_tail(spec.run_dir / 'console.log')}"
+                ) from None
+            raise
+        return vm
+
+    async def _attach(self, started: float) -> None:
+        try:
+            self.agent = await AgentClient.connect(
+                self.spec.run_dir / "agent.sock", self.name, alive=lambda: not self.died.done()
+            )
+            self.ready = await asyncio.shield(self.agent.ready)
+        except AgentError:
+            await self._raise_if_dead("died while booting")
+            raise
+        self.boot_seconds = time.monotonic() - started
+        network_file = self.spec.run_dir / "network.json"
+        if network_file.exists():
+            self.network = json.loads(network_file.read_text())
+            await self.agent.call(
+                "network",
+                interfaces=self.network["interfaces"],
+                routes=self.network["routes"],
+                hostname=self.spec.hostname,
+            )
+        elif self.spec.hostname:
+            await self.agent.call("network", interfaces=[], hostname=self.spec.hostname)
+
+    async def _watch_death(self) -> None:
+        status = await self._process.wait()
+        exit_file = self.spec.run_dir / "exit.json"
+        try:
+            info = json.loads(exit_file.read_text())
+            result = VMExit(int(info["status"]), str(info["reason"]), int(info["finished_at"]))
+        except (OSError, ValueError, KeyError):
+            reason = f"its supervisor ended with status {status} and left no exit.json"
+            result = VMExit(-1, reason, time.time_ns())
+        log.info("VM %s ended: %s", self.name, result.reason)
+        if self.agent is not None:
+            self.agent.fail(OCIRuntimeError(f"VM {self.name} died: {result.reason}"))
+        self.died.set_result(result)
+
+    # -- use -----------------------------------------------------------------------
+
+    def _agent(self) -> AgentClient:
+        if self.agent is None:
+            raise OCIRuntimeError(f"VM {self.name} has no agent connection")
+        return self.agent
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """One agent request; if the VM died meanwhile, the error says why."""
+        try:
+            return await self._agent().call(op, **args)
+        except AgentError:
+            await self._raise_if_dead()
+            raise
+
+    async def _raise_if_dead(self, what: str = "died") -> None:
+        # A dying VM closes the agent channel a moment before its supervisor
+        # has written why; wait briefly for the reason.
+        with contextlib.suppress(TimeoutError):
+            ended = await asyncio.wait_for(asyncio.shield(self.died), DEATH_REPORT_GRACE)
+            raise OCIRuntimeError(f"VM {self.name} {what}: {ended.reason}") from None
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Sequence[str] = (),
+        cwd: str = "",
+        container_id: str = "",
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Run ``argv`` in the guest (or in ``container_id``), collecting its output.
+
+        :raises TimeoutError: it ran longer than ``timeout``; it was killed.
+        """
+        agent = self._agent()
+        exec_id = uuid.uuid4().hex
+        out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+
+        def on_event(event: _wire.Event) -> None:
+            if event.name == "output":
+                out[event.data["stream"]].append(_wire.decode_data(event.data["data"]))
+
+        agent.listen(("exec_id", exec_id), on_event)
+        args: dict[str, Any] = {"exec_id": exec_id, "argv": list(argv), "stdin": stdin is not None}
+        if env:
+            args["env"] = list(env)
+        if cwd:
+            args["cwd"] = cwd
+        if container_id:
+            args["container_id"] = container_id
+        try:
+            await self.call("exec", **args)
+            if stdin is not None:
+                if stdin:
+                    await self.call("stdin", exec_id=exec_id, data=_wire.encode_data(stdin))
+                await self.call("close_stdin", exec_id=exec_id)
+            try:
+                done = await asyncio.wait_for(self.call("wait", exec_id=exec_id), timeout)
+            except TimeoutError:
+                with contextlib.suppress(CrioError):
+                    await self.call("kill", exec_id=exec_id, signal=int(signal.SIGKILL))
+                raise TimeoutError(
+                    f"{argv[0]} ran longer than {timeout}s in VM {self.name}"
+                ) from None
+        finally:
+            agent.unlisten(("exec_id", exec_id))
+        return RunResult(done["exit_code"], b"".join(out["stdout"]), b"".join(out["stderr"]))
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float = 30.0) -> VMExit:
+        """Power the guest off through the agent; kill it if that does not work in time."""
+        if not self.died.done() and self.agent is not None:
+            with contextlib.suppress(CrioError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.agent.call("shutdown"), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.died), timeout)
+        except TimeoutError:
+            return await self.kill()
+
+    async def kill(self) -> VMExit:
+        """Have the supervisor kill qemu; wait for the VM's end."""
+        if not self.died.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.supervisor_pid, signal.SIGTERM)
+        return await asyncio.shield(self.died)
+
+    async def release(self) -> None:
+        """Close the agent channel and undo the host mounts (after the VM ended)."""
+        if self.agent is not None:
+            await self.agent.close()
+        _mounts.unmount(self.spec.share)
+
+    async def __aenter__(self) -> VM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+        await self.release()
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(none)"
+    return " | ".join(line for line in text.strip().splitlines()[-lines:]) or "(empty)"

@@ -1,0 +1,81 @@
+"""Pod-VM test support: the kernel and initramfs, and an event loop a module can share.
+
+``vm_assets_or_skip()`` finds or builds the assets once per machine and skips
+(with the reason) where qemu, virtiofsd or the kernel cannot be had; nothing
+is faked. ``LoopThread`` runs one asyncio loop in a thread so that a
+module-scoped VM can serve many synchronous tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+__all__ = ["LoopThread", "busybox_rootfs", "vm_assets_or_skip"]
+
+T = TypeVar("T")
+
+#: Where tests keep the assets between runs (override with CRIO_TEST_VM_ASSETS).
+TEST_ASSETS = Path(os.environ.get("CRIO_TEST_VM_ASSETS", "/var/tmp/crio-test/vm-assets"))
+#: What `make install` (crio vm-assets with the default root) leaves.
+INSTALLED_ASSETS = Path("/var/lib/containers/storage/vm-assets")
+
+
+def vm_assets_or_skip() -> Any:
+    """The stored assets (crio_plugins.runtime_clear.assets.Assets), built if needed."""
+    from crio.errors import CrioError
+    from crio_plugins.runtime_clear import assets
+
+    if os.geteuid() != 0:
+        pytest.skip("pod VMs need root (mount namespaces, virtiofsd, taps)")
+    for tool in ("/usr/bin/qemu-system-x86_64", "/usr/lib/qemu/virtiofsd"):
+        if not os.access(tool, os.X_OK):
+            pytest.skip(f"{tool} is not installed (Debian qemu-system-x86)")
+    for directory in (INSTALLED_ASSETS, TEST_ASSETS):
+        try:
+            found = assets.load(directory)
+        except CrioError:
+            continue
+        else:
+            return found
+    try:
+        return assets.ensure(TEST_ASSETS)
+    except CrioError as exc:
+        pytest.skip(f"the pod VM kernel cannot be had here: {exc}")
+
+
+def busybox_rootfs(target: Path, commands: tuple[str, ...] = ()) -> Path:
+    """A minimal root filesystem: busybox-static and symlinks for ``commands``."""
+    (target / "bin").mkdir(parents=True, exist_ok=True)
+    for name in ("proc", "sys", "dev", "tmp", "etc", "root"):
+        (target / name).mkdir(exist_ok=True)
+    shutil.copy2("/bin/busybox", target / "bin" / "busybox")
+    for name in {"sh", "echo", "cat", "sleep", "uname", "hostname", "id", "ls", *commands}:
+        link = target / "bin" / name
+        if not link.exists():
+            link.symlink_to("busybox")
+    return target
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; ``run`` waits for a coroutine from sync code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

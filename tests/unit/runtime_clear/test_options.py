@@ -1,0 +1,62 @@
+"""Handler-table keys of runtime_type 'vm': validated, with the key named on error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crio import config
+from crio.config import RuntimeHandler
+from crio.errors import ConfigError
+from crio.plugins import Plugins
+from crio_plugins.runtime_clear.options import VMOptions, parse_options
+
+
+def test_defaults_and_every_key() -> None:
+    assert parse_options("clear", {}) == VMOptions()
+    got = parse_options(
+        "clear",
+        {
+            "accel": "tcg",
+            "kernel": "/k/vmlinux",
+            "initrd": "/k/initrd.img",
+            "memory": 1024,
+            "vcpus": 2,
+            "guest_runtime": "/usr/sbin/runc",
+            "virtiofsd": "/opt/virtiofsd",
+            "boot_timeout": 30,
+            "kernel_args": ["loglevel=7"],
+        },
+        runtime_path="/opt/qemu",
+    )
+    assert got.accel == "tcg" and got.memory == 1024 and got.qemu == "/opt/qemu"
+    assert got.kernel_args == ("loglevel=7",)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("acel", "tcg", "unknown key for runtime_type 'vm'; expected one of: accel,"),
+        ("accel", "hvf", "got 'hvf', expected one of: auto, kvm, tcg"),
+        ("kernel", "vmlinux", "expected an absolute path"),
+        ("memory", 64, "at least 128"),
+        ("memory", True, "at least 128"),
+        ("vcpus", 0, "from 1 to 64"),
+        ("boot_timeout", -1, "positive number"),
+        ("kernel_args", "quiet", "list of non-empty strings"),
+    ],
+)
+def test_bad_keys_are_config_errors_naming_the_key(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_options("clear", {key: value})
+    assert caught.value.key == f"crio.runtime.runtimes.clear.{key}"
+    assert message in str(caught.value)
+
+
+def test_the_hook_validates_the_table_through_the_plugin_host() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(runtime_type="vm", acel="tcg")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"runtimes\.clear\.acel: unknown key"):
+        plugins.runtime("clear", handler, config.Config())
