@@ -318,6 +318,83 @@ async def _signatures(copy: _Copy, rewritten: bool, digest: str) -> list[bytes]:
     return sigs
 
 
+_Written = tuple[BlobInfo, bytes, str, bool]  # config as stored, manifest, its type, rewritten?
+
+
+async def _copy_schema1(
+    copy: _Copy, data: bytes, media_type: str, manifest: mf.Schema1Manifest
+) -> _Written:
+    """Layers first (their diff_ids are known only once inflated), then a built config."""
+    dest = copy.dest
+    stored_layers = await copy.copy_layers(_layer_infos(manifest, ()))
+    diff_ids = [copy.diff_ids[i] for i in range(len(stored_layers))]
+    config = convert.schema1_to_config(manifest, diff_ids)
+    config_info = BlobInfo(digest_of(config), len(config), mf.DOCKER_CONFIG)
+    stored_config = await copy.put_config(config_info, config)
+    if media_type in dest.supported_manifest_types:
+        return stored_config, data, media_type, False
+    out_type = _out_type(dest, mf.DOCKER_SCHEMA2)
+    new = mf.ImageManifest(
+        mf.DOCKER_SCHEMA2,
+        mf.Descriptor(
+            stored_config.media_type or mf.DOCKER_CONFIG, stored_config.digest, stored_config.size
+        ),
+        tuple(
+            mf.Descriptor(s.media_type or mf.DOCKER_LAYER_GZIP, s.digest, s.size)
+            for s in stored_layers
+        ),
+    )
+    return (
+        stored_config,
+        convert.render_manifest(convert.to_media_type(new, out_type)),
+        out_type,
+        True,
+    )
+
+
+async def _copy_v2(
+    copy: _Copy, data: bytes, media_type: str, manifest: mf.ImageManifest
+) -> _Written:
+    """Config first (its diff_ids check the layers), then the layers in parallel."""
+    config_info = BlobInfo(manifest.config.digest, manifest.config.size, manifest.config.media_type)
+    config = await copy.read_config(config_info)
+    diff_ids = _diff_ids(config, len(manifest.layers))
+    stored_config = await copy.put_config(config_info, config)
+    overrides = await copy.source.layer_infos()
+    infos = list(overrides) if overrides else _layer_infos(manifest, diff_ids)
+    infos = [replace(info, diff_id=diff_ids[i], index=i) for i, info in enumerate(infos)]
+    stored_layers = await copy.copy_layers(infos)
+    out_type = _out_type(copy.dest, media_type)
+    original = [BlobInfo(d.digest, d.size, d.media_type) for d in manifest.layers]
+    same = [
+        BlobInfo(s.digest, s.size, s.media_type or o.media_type)
+        for s, o in zip(stored_layers, original, strict=True)
+    ]
+    if out_type == media_type and same == original and stored_config.digest == config_info.digest:
+        return stored_config, data, media_type, False
+    new = mf.ImageManifest(
+        media_type,
+        mf.Descriptor(manifest.config.media_type, stored_config.digest, stored_config.size),
+        tuple(
+            mf.Descriptor(
+                s.media_type or d.media_type,
+                s.digest,
+                s.size,
+                urls=d.urls,
+                annotations=d.annotations,
+            )
+            for s, d in zip(stored_layers, manifest.layers, strict=True)
+        ),
+        manifest.annotations,
+    )
+    return (
+        stored_config,
+        convert.render_manifest(convert.to_media_type(new, out_type)),
+        out_type,
+        True,
+    )
+
+
 async def copy_image(
     source: ImageSource, dest: ImageDestination, options: CopyOptions
 ) -> CopyResult:
@@ -341,69 +418,12 @@ async def copy_image(
             options.policy_identity or source.reference,
         )
     data, media_type, manifest, from_index = await _resolve(copy, top, top_type)
-
     if isinstance(manifest, mf.Schema1Manifest):
-        stored_layers = await copy.copy_layers(_layer_infos(manifest, ()))
-        diff_ids = [copy.diff_ids[i] for i in range(len(stored_layers))]
-        config = convert.schema1_to_config(manifest, diff_ids)
-        config_info = BlobInfo(digest_of(config), len(config), mf.DOCKER_CONFIG)
-        stored_config = await copy.put_config(config_info, config)
-        if media_type in dest.supported_manifest_types:
-            out, out_type, rewritten = data, media_type, False
-        else:
-            out_type = _out_type(dest, mf.DOCKER_SCHEMA2)
-            new = mf.ImageManifest(
-                mf.DOCKER_SCHEMA2,
-                mf.Descriptor(
-                    stored_config.media_type or mf.DOCKER_CONFIG,
-                    stored_config.digest,
-                    stored_config.size,
-                ),
-                tuple(
-                    mf.Descriptor(s.media_type or mf.DOCKER_LAYER_GZIP, s.digest, s.size)
-                    for s in stored_layers
-                ),
-            )
-            out, rewritten = convert.render_manifest(convert.to_media_type(new, out_type)), True
+        stored_config, out, out_type, rewritten = await _copy_schema1(
+            copy, data, media_type, manifest
+        )
     else:
-        config_info = BlobInfo(
-            manifest.config.digest, manifest.config.size, manifest.config.media_type
-        )
-        config = await copy.read_config(config_info)
-        diff_ids = _diff_ids(config, len(manifest.layers))
-        stored_config = await copy.put_config(config_info, config)
-        overrides = await source.layer_infos()
-        infos = list(overrides) if overrides else _layer_infos(manifest, diff_ids)
-        infos = [replace(info, diff_id=diff_ids[i], index=i) for i, info in enumerate(infos)]
-        stored_layers = await copy.copy_layers(infos)
-        out_type = _out_type(dest, media_type)
-        original = [BlobInfo(d.digest, d.size, d.media_type) for d in manifest.layers]
-        same = [
-            BlobInfo(s.digest, s.size, s.media_type or o.media_type)
-            for s, o in zip(stored_layers, original, strict=True)
-        ]
-        rewritten = (
-            out_type != media_type or same != original or stored_config.digest != config_info.digest
-        )
-        if rewritten:
-            new = mf.ImageManifest(
-                media_type,
-                mf.Descriptor(manifest.config.media_type, stored_config.digest, stored_config.size),
-                tuple(
-                    mf.Descriptor(
-                        s.media_type or d.media_type,
-                        s.digest,
-                        s.size,
-                        urls=d.urls,
-                        annotations=d.annotations,
-                    )
-                    for s, d in zip(stored_layers, manifest.layers, strict=True)
-                ),
-                manifest.annotations,
-            )
-            out = convert.render_manifest(convert.to_media_type(new, out_type))
-        else:
-            out = data
+        stored_config, out, out_type, rewritten = await _copy_v2(copy, data, media_type, manifest)
     digest = mf.manifest_digest(out, out_type)
     await dest.put_manifest(out, out_type)
     sigs = await _signatures(copy, rewritten or from_index, digest)
