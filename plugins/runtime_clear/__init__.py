@@ -14,22 +14,19 @@ from pathlib import Path
 
 from crio.cli import Commands
 from crio.config import Config, RuntimeHandler
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
 from crio_plugins.runtime_clear.options import VMOptions, parse_options
+from crio_plugins.runtime_clear.runtime import ClearRuntime
 
-__all__ = ["VMOptions", "crio_add_commands", "crio_runtime"]
+__all__ = ["ClearRuntime", "VMOptions", "crio_add_commands", "crio_runtime"]
 
 
 @hookimpl(trylast=True)
-def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> None:
+def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> ClearRuntime | None:
     if handler.runtime_type != "vm":
         return None
-    parse_options(handler_name, handler.options, handler.runtime_path)
-    raise UnsupportedError(
-        f"handler {handler_name}: runtime_type 'vm' (runtime_clear) runs only the VM harness "
-        "so far; pods on it are not built yet"
-    )
+    options = parse_options(handler_name, handler.options, handler.runtime_path)
+    return ClearRuntime(handler_name, handler, options, config)
 
 
 def _vm_assets_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,10 +23,51 @@ import _wire
 from _guest_loop import Failure, read_keyed, read_text
 from _guest_procs import Proc, Processes
 
-__all__ = ["DEFAULT_RUNTIME", "Containers"]
+__all__ = ["DEFAULT_RUNTIME", "Containers", "guest_stats"]
 
 DEFAULT_RUNTIME = "/usr/bin/crun"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def guest_stats() -> dict[str, Any]:
+    """The whole guest: CPU time, memory in use, and each interface's counters."""
+    fields = read_text("/proc/stat").splitlines()[0].split()[1:]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))  # not idle, iowait
+    meminfo = {k: int(v.split()[0]) * 1024 for k, v in read_keyed_colon("/proc/meminfo").items()}
+    used = meminfo.get("MemTotal", 0) - meminfo.get("MemAvailable", 0)
+    interfaces = []
+    for line in read_text("/proc/net/dev").splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        values = [int(v) for v in counters.split()]
+        if name.strip() != "lo" and len(values) >= 11:
+            interfaces.append(
+                {
+                    "name": name.strip(),
+                    "rx_bytes": values[0],
+                    "rx_errors": values[2],
+                    "tx_bytes": values[8],
+                    "tx_errors": values[10],
+                }
+            )
+    return {
+        "timestamp": time.time_ns(),
+        "cpu_usage_ns": busy * 1_000_000_000 // ticks,
+        "memory_usage_bytes": used,
+        "memory_working_set_bytes": used,
+        "memory_limit_bytes": meminfo.get("MemTotal", 0),
+        "interfaces": interfaces,
+    }
+
+
+def read_keyed_colon(path: str) -> dict[str, str]:
+    """``Key: value`` lines (/proc/meminfo) as a dict."""
+    out = {}
+    for line in read_text(path).splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
 
 
 class Containers:
@@ -218,6 +259,9 @@ class Containers:
         return None
 
     def op_stats(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        """A container's cgroup, or without ``container_id`` the whole guest."""
+        if "container_id" not in args:
+            return guest_stats()
         cid = args["container_id"]
         proc = self.container(cid)
         base = "/sys/fs/cgroup/" + proc.cgroup.strip("/")
@@ -226,15 +270,42 @@ class Containers:
             usage = int(read_text(os.path.join(base, "memory.current")))
             memory = read_keyed(os.path.join(base, "memory.stat"))
             events = read_keyed(os.path.join(base, "memory.events"))
+            pids = int(read_text(os.path.join(base, "pids.current")) or 0)
         except (OSError, ValueError) as exc:
             raise Failure("failed", f"stats of {cid} from {base}: {exc}") from exc
+        limit = read_text(os.path.join(base, "memory.max")).strip()
         return {
             "timestamp": time.time_ns(),
             "cpu_usage_ns": int(cpu.get("usage_usec", 0)) * 1000,
             "memory_usage_bytes": usage,
             "memory_working_set_bytes": max(0, usage - int(memory.get("inactive_file", 0))),
+            "memory_rss_bytes": int(memory.get("anon", 0)),
+            "memory_limit_bytes": int(limit) if limit.isdigit() else 0,
+            "page_faults": int(memory.get("pgfault", 0)),
+            "major_page_faults": int(memory.get("pgmajfault", 0)),
             "oom_kill_count": int(events.get("oom_kill", 0)),
+            "process_count": pids,
         }
+
+    def op_update(self, rid: int, args: dict[str, Any]) -> None:
+        cid = args["container_id"]
+        proc = self.container(cid)
+        if proc.exit_code is not None:
+            raise Failure("state", f"container {cid} has exited")
+        path = os.path.join(self.work, f"{cid}-resources.json")
+        with open(path, "w") as handle:
+            json.dump(args["resources"], handle)
+
+        def updated(code: int, stderr: str) -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if code != 0:
+                message = f"update {cid}: {self.oci_error(cid, stderr)}"
+                self.procs.reply(rid, error=_wire.Fault("failed", message))
+            else:
+                self.procs.reply(rid, {})
+
+        self.procs.run_tool(self.oci(proc, "update", f"--resources={path}", cid), updated)
 
     # -- exec -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import _wire
-from _guest_loop import Failure, Loop, exit_code, set_nonblocking
+from _guest_loop import Failure, Loop, exit_code, read_keyed, set_nonblocking
 
 __all__ = ["Proc", "Processes"]
 
@@ -55,9 +55,13 @@ class Proc:
         self.stdin_buffer = bytearray()
         self.stdin_close_pending = False
         self.exit_sent = False
+        self.oom_killed = False
 
     def exit_result(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "finished_at": self.finished_at}
+        result: dict[str, Any] = {"exit_code": self.exit_code, "finished_at": self.finished_at}
+        if self.oom_killed:
+            result["oom_killed"] = True
+        return result
 
 
 class Processes:
@@ -218,6 +222,10 @@ class Processes:
         proc.status = "stopped"
         proc.exit_code = code
         proc.finished_at = time.time_ns()
+        if proc.cgroup and code == 128 + 9:
+            events = "/sys/fs/cgroup/" + proc.cgroup.strip("/") + "/memory.events"
+            with contextlib.suppress(OSError, ValueError):
+                proc.oom_killed = int(read_keyed(events).get("oom_kill", 0)) > 0
         if proc.tty_fd is not None:
             # A pty master gives EIO, not EOF, once the process is gone: read the rest now.
             self.drain(proc.tty_fd, proc, "stdout")

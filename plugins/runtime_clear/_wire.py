@@ -10,16 +10,19 @@ Three kinds of line::
     {"id": 7, "op": "exec", "args": {"exec_id": "e1", "argv": ["true"]}}   host -> guest
     {"id": 7, "result": {"pid": 42}}                                        guest -> host
     {"id": 7, "error": {"kind": "not_found", "message": "no container c1"}} guest -> host
-    {"event": "exit", "data": {"exec_id": "e1", "exit_code": 0}}            guest -> host
+    {"event": "exit", "seq": 12, "data": {"exec_id": "e1", "exit_code": 0}} guest -> host
 
 Every request is answered exactly once, by id, in whatever order the work
 finishes. Events are unsolicited: ``ready`` once at boot, ``output`` (base64
 ``data`` of one ``stream``), ``closed`` (a stream reached EOF) and ``exit``
 for a container or an exec'd process. Output of a process is sent before its
-``exit`` event. A request with a good id but a bad op or arguments is not a
-protocol error: the guest answers it with an ``invalid`` fault. Anything
-that is not a JSON object with an id (or an event name) is, and ends the
-connection.
+``exit`` event. Events carry a sequence number (``seq``, from 1, never
+reused while the agent runs): a host that reconnects asks the agent to
+``resume`` after the last one it handled, and drops any it has seen.
+
+A request with a good id but a bad op or arguments is not a protocol
+error: the guest answers it with an ``invalid`` fault. Anything that is not
+a JSON object with an id (or an event name) is, and ends the connection.
 """
 
 from __future__ import annotations
@@ -115,10 +118,13 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "close_stdin": ({}, dict(_TARGET)),
     "resize": ({"width": int, "height": int}, dict(_TARGET)),
     "delete": ({"container_id": str}, {"force": bool}),
-    "stats": ({"container_id": str}, {}),
+    "stats": ({}, {"container_id": str}),
+    "update": ({"container_id": str, "resources": dict}, {}),
+    "sysctl": ({"values": dict}, {}),
     "network": ({"interfaces": list}, {"routes": list, "hostname": str}),
     "modprobe": ({"names": list, "modules_dir": str}, {}),
     "shutdown": ({}, {"timeout": (int, float)}),
+    "resume": ({"after": int}, {}),
 }
 #: Ops addressed to one process: exactly one of container_id and exec_id.
 _ONE_TARGET = ("kill", "wait", "stdin", "close_stdin", "resize")
@@ -129,7 +135,8 @@ EVENTS = ("ready", "output", "closed", "exit")
 def _type_name(kind: Any) -> str:
     if isinstance(kind, tuple):
         return " or ".join(k.__name__ for k in kind)
-    return {str: "string", int: "integer", bool: "boolean", list: "list"}.get(kind, kind.__name__)
+    names = {str: "string", int: "integer", bool: "boolean", list: "list", dict: "object"}
+    return names.get(kind, kind.__name__)
 
 
 def check_args(op: str, args: dict[str, Any]) -> str:
@@ -213,10 +220,14 @@ class Event:
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)
+    #: The agent's sequence number; 0 when the sender does not number events.
+    seq: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in EVENTS:
             raise LocalProtocolError(f"event {self.name!r} is not one of {EVENTS}")
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
+            raise LocalProtocolError(f"event seq must be a non-negative integer, not {self.seq!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +306,8 @@ class Connection:
             if self.role is not Role.GUEST:
                 raise LocalProtocolError("only the guest sends events")
             obj = {"event": message.name, "data": message.data}
+            if message.seq:
+                obj["seq"] = message.seq
         else:
             raise LocalProtocolError(f"cannot send {type(message).__name__}")
         line = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
@@ -359,10 +372,12 @@ class Connection:
 
     def _host_side(self, obj: dict[str, Any]) -> Reply | Event:
         if "event" in obj:
-            name, data = obj["event"], obj.get("data", {})
+            name, data, seq = obj["event"], obj.get("data", {}), obj.get("seq", 0)
             if name not in EVENTS or not isinstance(data, dict):
                 self._fail(f"malformed event: {obj!r:.120}")
-            return Event(name, data)
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+                self._fail(f"malformed event seq: {obj!r:.120}")
+            return Event(name, data, seq)
         rid = obj.get("id")
         if rid not in self._pending:
             self._fail(f"reply to request {rid!r}, which is not pending")

@@ -14,6 +14,7 @@ serves the next connection.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -36,6 +37,8 @@ STATE_DIR = "/run/vm"
 READ_CHUNK = 64 * 1024
 #: Output kept while no host is connected; older lines are dropped beyond it.
 MAX_BACKLOG = 32 << 20
+#: Events kept for a host that reconnects and resumes (bytes of encoded lines).
+REPLAY_BYTES = 16 << 20
 LINUX_REBOOT_CMD_POWER_OFF = 0x4321FEDC
 SYS_FINIT_MODULE = 313  # x86_64
 
@@ -53,6 +56,13 @@ class Agent:
         self.conn = _wire.Connection(_wire.Role.GUEST)
         self.out = bytearray()
         self.flush_scheduled = False
+        self.seq = 0
+        #: Data came from the current host (an EOF before that is no disconnection).
+        self.host_seen = False
+        #: Events wait in the ring until a reconnected host resumes.
+        self.paused = False
+        self.replay: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.replay_bytes = 0
         self.procs = Processes(self.loop, self.event, self.reply, work)
         self.containers = Containers(self.procs, oci_root)
 
@@ -69,12 +79,19 @@ class Agent:
         if not data and self.exit_on_eof:
             raise SystemExit(0)
         if not data:
-            # The host closed its end. Requests in flight die with that
-            # connection; start afresh when the host is back.
             self.loop.remove_reader(self.port_fd)
-            self.conn = _wire.Connection(_wire.Role.GUEST)
+            if self.host_seen:
+                # The host closed its end. Requests in flight die with that
+                # connection (their replies would confuse the next one); events
+                # are kept in the replay ring and wait, in order, for the next
+                # host's ``resume``.
+                self.host_seen = False
+                self.paused = True
+                self.conn = _wire.Connection(_wire.Role.GUEST)
+                self.out.clear()
             self.loop.call_later(0.2, lambda: self.loop.add_reader(self.port_fd, self.on_port))
             return
+        self.host_seen = True
         self.conn.receive_data(data)
         while True:
             try:
@@ -127,7 +144,24 @@ class Agent:
             log(f"dropping reply {rid}: {exc}")
 
     def event(self, name: str, **data: Any) -> None:
-        self.write(self.conn.send(_wire.Event(name, data)))
+        self.seq += 1
+        line = self.conn.send(_wire.Event(name, data, self.seq))
+        self.replay.append((self.seq, line))
+        self.replay_bytes += len(line)
+        while self.replay_bytes > REPLAY_BYTES:
+            self.replay_bytes -= len(self.replay.popleft()[1])
+        if not self.paused:
+            self.write(line)
+
+    def op_resume(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        """Send the kept events after ``after``, in order, then the reply; go live again."""
+        after = args["after"]
+        oldest = self.replay[0][0] if self.replay else self.seq + 1
+        again = [line for seq, line in self.replay if seq > after]
+        for line in again:
+            self.write(line)
+        self.paused = False
+        return {"replayed": len(again), "complete": oldest <= after + 1, "last": self.seq}
 
     def dispatch(self, request: _wire.Request) -> None:
         handler = getattr(self, f"op_{request.op}", None) or getattr(
@@ -219,6 +253,20 @@ class Agent:
         for name in args["names"]:
             load(str(name), ())
         return {"loaded": loaded}
+
+    def op_sysctl(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        for key, value in args["values"].items():
+            parts = str(key).replace(".", "/").split("/")
+            if not key or any(p in ("", "..") for p in parts):
+                raise Failure("invalid", f"sysctl {key!r} is not a sysctl name")
+            try:
+                with open("/proc/sys/" + "/".join(parts), "w") as handle:
+                    handle.write(str(value))
+            except FileNotFoundError:
+                raise Failure("not_found", f"sysctl {key}: no such sysctl in the guest") from None
+            except OSError as exc:
+                raise Failure("failed", f"sysctl {key}={value}: {exc.strerror}") from None
+        return {}
 
     def op_shutdown(self, rid: int, args: dict[str, Any]) -> None:
         for proc in self.containers.live():

@@ -64,6 +64,8 @@ class AgentClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._listeners: dict[tuple[str, str], Listener] = {}
         self.default_listener: Listener | None = None
+        #: The sequence number of the last event handled; older ones are dropped.
+        self.last_seq = 0
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -143,6 +145,10 @@ class AgentClient:
             self.fail(exc)
 
     def _dispatch(self, message: Any) -> None:
+        if isinstance(message, _wire.Event) and message.seq:
+            if message.seq <= self.last_seq:
+                return  # seen before the agent replayed it
+            self.last_seq = message.seq
         if isinstance(message, _wire.Reply):
             future = self._pending.get(message.id)
             if future is None or future.done():

@@ -23,10 +23,11 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,12 +119,14 @@ def _install_agent(share: Path) -> str:
 class VM:
     """A booted guest and its agent."""
 
-    def __init__(self, spec: VMSpec, accel: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, spec: VMSpec, accel: str, supervisor_pid: int, ended: Awaitable[int]
+    ) -> None:
         self.spec = spec
         self.accel = accel
         self.name = spec.run_dir.name
-        self._process = process
-        self.supervisor_pid = process.pid
+        self._ended = ended
+        self.supervisor_pid = supervisor_pid
         self.agent: AgentClient | None = None
         self.ready: dict[str, Any] = {}
         self.network: dict[str, Any] = {}
@@ -172,13 +175,12 @@ class VM:
             "qemu": qemu_argv(settings),
         }
         (spec.run_dir / "vm.json").write_text(json.dumps(config, indent=1))
-        with open(spec.run_dir / "supervisor.log", "ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", str(HERE / "supervisor.py"), str(spec.run_dir / "vm.json"),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,
-            )  # fmt: skip
-        vm = cls(spec, accel, process)
+        try:
+            popen = await asyncio.to_thread(_spawn_supervisor, spec.run_dir)
+        except BaseException:
+            _mounts.unmount(spec.share)
+            raise
+        vm = cls(spec, accel, popen.pid, _child_exit(popen))
         try:
             await asyncio.wait_for(vm._attach(started), timeout)
         except BaseException as exc:
@@ -214,8 +216,51 @@ class VM:
         elif self.spec.hostname:
             await self.agent.call("network", interfaces=[], hostname=self.spec.hostname)
 
+    @classmethod
+    async def reattach(
+        cls,
+        spec: VMSpec,
+        accel: str,
+        supervisor_pid: int,
+        listener: Callable[[_wire.Event], None] | None = None,
+        after_seq: int = 0,
+    ) -> VM:
+        """Take over a VM booted by an earlier crio (its supervisor is not our child).
+
+        :param listener: gets the events the agent kept while nobody listened
+            (they arrive at once), until the caller routes them itself.
+        :param after_seq: the last event the previous crio handled: the agent
+            sends the later ones it still keeps, and earlier ones are dropped.
+        :raises OCIRuntimeError: the supervisor is gone or the agent does not answer.
+        """
+        try:
+            pidfd = os.pidfd_open(supervisor_pid)
+        except ProcessLookupError:
+            raise OCIRuntimeError(f"VM {spec.run_dir.name}: its supervisor is gone") from None
+        vm = cls(spec, accel, supervisor_pid, _pidfd_exit(pidfd))
+        try:
+            vm.agent = await AgentClient.connect(
+                spec.run_dir / "agent.sock", vm.name, alive=lambda: not vm.died.done(), timeout=10
+            )
+            vm.agent.default_listener = listener  # before the first event is read
+            vm.agent.last_seq = after_seq
+            vm.ready = await vm.call("ping")
+            resumed = await vm.call("resume", after=after_seq)
+            log.debug("VM %s: resumed after event %d: %s", vm.name, after_seq, resumed)
+            if not resumed["complete"]:
+                log.warning("VM %s: events after %d were dropped by the agent", vm.name, after_seq)
+        except BaseException:
+            vm._watch.cancel()
+            if vm.agent is not None:
+                await vm.agent.close()
+            raise
+        network_file = spec.run_dir / "network.json"
+        if network_file.exists():
+            vm.network = json.loads(network_file.read_text())
+        return vm
+
     async def _watch_death(self) -> None:
-        status = await self._process.wait()
+        status = await self._ended
         exit_file = self.spec.run_dir / "exit.json"
         try:
             info = json.loads(exit_file.read_text())
@@ -329,6 +374,41 @@ class VM:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
         await self.release()
+
+
+def _spawn_supervisor(run_dir: Path) -> subprocess.Popen[bytes]:
+    """Start the supervisor in a session of its own.
+
+    A plain Popen rather than an asyncio subprocess: asyncio kills the
+    children it still tracks when its loop closes, and a VM must outlive crio.
+    """
+    with open(run_dir / "supervisor.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-I", str(HERE / "supervisor.py"), str(run_dir / "vm.json")],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+async def _child_exit(popen: subprocess.Popen[bytes]) -> int:
+    """Wait for our supervisor child to exit (through a pidfd) and reap it."""
+    await _pidfd_exit(os.pidfd_open(popen.pid))
+    return popen.wait()
+
+
+async def _pidfd_exit(pidfd: int) -> int:
+    """Wait until the process behind ``pidfd`` (not a child of ours) has exited."""
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return -1
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -151,6 +151,24 @@ def test_a_missing_program_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     with_agent(tmp_path, body)
 
 
+def test_resume_replays_kept_events_and_the_client_drops_what_it_saw(tmp_path: Path) -> None:
+    async def body(agent: AgentClient) -> None:
+        seen: list[int] = []
+        agent.default_listener = lambda event: seen.append(event.seq)
+        await agent.call("exec", exec_id="r", argv=["echo", "hi"])
+        await agent.call("wait", exec_id="r")
+        assert seen and seen == sorted(seen) and agent.last_seq == seen[-1]
+        resumed = await agent.call("resume", after=0)
+        assert resumed == {"replayed": len(seen) + 1, "complete": True, "last": seen[-1]}
+        assert seen == sorted(set(seen))  # ready and the rest again: dropped as seen
+        last = seen[-1]
+        agent.last_seq = last - 1  # as if the host had handled one event less
+        await agent.call("resume", after=last - 1)
+        assert seen.count(last) == 2 and agent.last_seq == last
+
+    with_agent(tmp_path, body)
+
+
 def test_closing_the_channel_fails_calls_in_flight(tmp_path: Path) -> None:
     async def body(agent: AgentClient) -> None:
         await agent.call("exec", exec_id="w", argv=["sleep", "600"])

@@ -60,3 +60,26 @@ def test_the_hook_validates_the_table_through_the_plugin_host() -> None:
     handler = RuntimeHandler(runtime_type="vm", acel="tcg")  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match=r"runtimes\.clear\.acel: unknown key"):
         plugins.runtime("clear", handler, config.Config())
+
+
+def test_the_hook_builds_a_clear_runtime_for_a_vm_table() -> None:
+    from crio.oci.runtime import Runtime
+    from crio_plugins.runtime_clear import ClearRuntime
+
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(runtime_type="vm", accel="tcg", memory=256)  # type: ignore[call-arg]
+    runtime = plugins.runtime("clear", handler, config.Config())
+    assert isinstance(runtime, ClearRuntime) and isinstance(runtime, Runtime)
+    assert runtime.accel == "tcg" and runtime.options.memory == 256
+    assert runtime.ready()[0] is False  # not started: it says so instead of pretending
+
+
+def test_kernel_without_initrd_is_refused_naming_the_missing_key() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(runtime_type="vm", kernel="/k/vmlinux")  # type: ignore[call-arg]
+    with pytest.raises(
+        ConfigError, match=r"runtimes\.clear\.initrd: kernel and initrd go together"
+    ):
+        plugins.runtime("clear", handler, config.Config())

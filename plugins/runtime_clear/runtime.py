@@ -1,0 +1,596 @@
+"""ClearRuntime: the ``Runtime`` of runtime_type "vm", one qemu microvm per pod.
+
+RunPodSandbox: :meth:`create_sandbox` pins the pod's network namespace (CNI
+runs there unchanged); :meth:`start_sandbox` boots the VM inside it, wired
+to the CNI veth, and applies the pod's sysctls in the guest. CreateContainer
+binds the mounted rootfs (and every bind mount's source) into the pod's
+share and hands the guest a config.json with guest paths; the agent runs
+crun (or runc) in the guest. Logs are written on the host in the CRI
+format; exits, exec, attach and stats go through the agent. StopPodSandbox
+shuts the VM down; a VM that dies takes its containers to exited
+(``VMDied``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from crio.config import Config, RuntimeHandler
+from crio.errors import (
+    ConfigError,
+    CrioError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    NotFoundError,
+    OCIRuntimeError,
+    UnsupportedError,
+)
+from crio.oci.runtime import (
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    ExecResult,
+    InterfaceStats,
+    NamespaceMode,
+    PodNamespaces,
+    SandboxSpec,
+    SandboxStats,
+    State,
+    StreamIO,
+)
+from crio_plugins.runtime_clear import _mounts, assets
+from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
+from crio_plugins.runtime_clear._netns import pin_netns, unpin_netns
+from crio_plugins.runtime_clear._spec import guest_spec
+from crio_plugins.runtime_clear._streams import attach_session, exec_session
+from crio_plugins.runtime_clear.accel import choose_accel, host_facts
+from crio_plugins.runtime_clear.options import VMOptions
+from crio_plugins.runtime_clear.pods import (
+    CONTAINER_STATE,
+    POD_STATE,
+    VM_DIED_REASON,
+    PodVM,
+    VMContainer,
+    release_mounts,
+)
+from crio_plugins.runtime_clear.vm import VM, VMSpec
+
+__all__ = ["ClearRuntime"]
+
+log = logging.getLogger("crio.runtime_clear")
+
+#: How long a killed container may take to report its exit (TCG is slow).
+KILL_GRACE = 60.0
+#: How often the last agent event handled is saved: after a crash, what came
+#: after it is delivered again (at least once), never lost.
+SEQ_SAVE_INTERVAL = 1.0
+#: ExecSync output is capped like conmon's.
+EXEC_SYNC_CAP = 16 << 20
+LOST_EXIT_CODE = 255
+
+
+class ClearRuntime:
+    """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "vm"."""
+
+    def __init__(
+        self, handler_name: str, handler: RuntimeHandler, options: VMOptions, config: Config
+    ) -> None:
+        self.handler_name = handler_name
+        self.options = options
+        self.vm_root = Path(handler.runtime_root or f"/run/crio/vm/{handler_name}")
+        self.namespaces_dir = Path(config.crio.runtime.namespaces_dir)
+        self.assets_dir = assets.assets_dir(config.crio.root)
+        self.kernel = Path(options.kernel) if options.kernel else None
+        self.initrd = Path(options.initrd) if options.initrd else None
+        if (self.kernel is None) != (self.initrd is None):
+            missing = "initrd" if self.initrd is None else "kernel"
+            raise ConfigError(
+                "kernel and initrd go together: set both or neither",
+                key=f"crio.runtime.runtimes.{handler_name}.{missing}",
+            )
+        self.accel = choose_accel(
+            options.accel, host_facts(), key=f"crio.runtime.runtimes.{handler_name}.accel"
+        )
+        self.pods: dict[str, PodVM] = {}
+        self.containers: dict[str, VMContainer] = {}
+        self._problem = ("VMNotStarted", "the runtime has not started")
+        self._saver: asyncio.Task[None] | None = None
+
+    # -- life of the handler ----------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.vm_root.mkdir, parents=True, exist_ok=True)
+        self._problem = await asyncio.to_thread(self._check)
+        if self._problem[0]:
+            log.error("runtime handler %s: %s", self.handler_name, self._problem[1])
+        self._saver = asyncio.create_task(self._save_seqs(), name=f"vm-seqs-{self.handler_name}")
+
+    async def _save_seqs(self) -> None:
+        while True:
+            await asyncio.sleep(SEQ_SAVE_INTERVAL)
+            for pod in list(self.pods.values()):
+                if pod.seq_changed():
+                    log.debug("pod sandbox %s: handled agent events up to %d",
+                              pod.pod_sandbox_id, pod.last_seq)  # fmt: skip
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(pod.save)
+
+    def _check(self) -> tuple[str, str]:
+        for what, path in (("qemu", self.options.qemu), ("virtiofsd", self.options.virtiofsd)):
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                return "VMToolMissing", f"{what} {path} is not an executable file"
+        if self.kernel is None:
+            try:
+                stored = assets.load(self.assets_dir)
+                assets.verify(stored)
+            except CrioError as exc:
+                return "VMAssetsMissing", str(exc)
+            self.kernel, self.initrd = stored.kernel, stored.initrd
+        for what, path in (("kernel", self.kernel), ("initrd", self.initrd)):
+            if path is None or not path.is_file():
+                return "VMAssetsMissing", f"{what} {path} does not exist"
+        return "", ""
+
+    async def close(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+        for pod in self.pods.values():
+            if pod.vm is not None and pod.vm.agent is not None:
+                await pod.vm.agent.close()  # the VMs keep running
+                # Saved after the channel is closed: nothing handled goes unrecorded.
+                if pod.seq_changed():
+                    await asyncio.to_thread(pod.save)
+
+    def ready(self) -> tuple[bool, str, str]:
+        reason, message = self._problem
+        return (False, reason, message) if reason else (True, "", "")
+
+    # -- pods ---------------------------------------------------------------------------
+
+    def _pod(self, pod_sandbox_id: str) -> PodVM:
+        pod = self.pods.get(pod_sandbox_id)
+        if pod is None:
+            raise NotFoundError(
+                f"pod sandbox {pod_sandbox_id} is not known to runtime {self.handler_name}"
+            )
+        return pod
+
+    def _vm(self, pod: PodVM) -> VM:
+        if pod.vm is None or pod.vm.died.done():
+            why = pod.vm.died.result().reason if pod.vm is not None else "it is not running"
+            raise OCIRuntimeError(f"pod sandbox {pod.pod_sandbox_id}: its VM is gone: {why}")
+        return pod.vm
+
+    def _vm_spec(self, pod: PodVM) -> VMSpec:
+        assert self.kernel is not None and self.initrd is not None
+        return VMSpec(
+            run_dir=pod.vm_dir,
+            kernel=self.kernel,
+            initrd=self.initrd,
+            accel=self.accel,
+            memory_mib=self.options.memory,
+            vcpus=self.options.vcpus,
+            netns=pod.netns,
+            hostname=pod.hostname,
+            qemu=self.options.qemu,
+            virtiofsd=self.options.virtiofsd,
+            kernel_args=self.options.kernel_args,
+        )
+
+    async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
+        for kind, mode in (
+            ("network", spec.network_mode),
+            ("pid", spec.pid_mode),
+            ("ipc", spec.ipc_mode),
+        ):
+            if mode is NamespaceMode.NODE:
+                raise InvalidRequestError(
+                    f"RunPodSandbox: config.linux.security_context.namespace_options.{kind}: "
+                    f"runtime handler {self.handler_name} (runtime_type 'vm') cannot give a pod "
+                    f"the node's {kind} namespace"
+                )
+        reason, message = self._problem
+        if reason:
+            raise OCIRuntimeError(f"runtime handler {self.handler_name} is not ready: {message}")
+        netns = await pin_netns(self.namespaces_dir, spec.pod_sandbox_id)
+        pod = PodVM(
+            pod_sandbox_id=spec.pod_sandbox_id,
+            run_dir=spec.run_dir,
+            vm_dir=self.vm_root / spec.pod_sandbox_id[:16],
+            netns=netns,
+            hostname=spec.hostname,
+            sysctls=dict(spec.sysctls),
+            accel=self.accel,
+        )
+        try:
+            await asyncio.to_thread(pod.vm_dir.mkdir, parents=True, exist_ok=False)
+            await asyncio.to_thread(pod.save)
+        except BaseException:
+            await asyncio.to_thread(unpin_netns, netns)
+            raise
+        self.pods[spec.pod_sandbox_id] = pod
+        return PodNamespaces(network=netns)
+
+    async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
+        pod = self._pod(pod_sandbox_id)
+        started = time.monotonic()
+        vm = await VM.boot(self._vm_spec(pod), timeout=self.options.boot_timeout)
+        pod.supervisor_pid = vm.supervisor_pid
+        await asyncio.to_thread(pod.save)
+        pod.watch(vm)
+        log.info(
+            "pod sandbox %s: VM ready in %.2fs (%s, guest kernel %s)",
+            pod_sandbox_id,
+            time.monotonic() - started,
+            vm.accel,
+            vm.ready.get("kernel"),
+        )
+        if pod.sysctls:
+            try:
+                await vm.call("sysctl", values=pod.sysctls)
+            except (NotFoundError, OCIRuntimeError) as exc:
+                raise InvalidRequestError(f"RunPodSandbox: config.linux.sysctls: {exc}") from None
+
+    async def restore_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
+        pod = await asyncio.to_thread(PodVM.load, spec.run_dir)
+        if pod is None:
+            log.warning("pod sandbox %s: no %s; its VM is lost", spec.pod_sandbox_id, POD_STATE)
+            return PodNamespaces()
+        self.pods[spec.pod_sandbox_id] = pod
+        if not pod.stopped and pod.supervisor_pid and _is_supervisor(pod):
+            try:
+                vm = await VM.reattach(
+                    self._vm_spec(pod),
+                    pod.accel,
+                    pod.supervisor_pid,
+                    pod.stray_event,
+                    after_seq=pod.last_seq,
+                )
+            except CrioError as exc:
+                log.warning("pod sandbox %s: cannot take its VM over: %s", pod.pod_sandbox_id, exc)
+            else:
+                pod.watch(vm)
+        return PodNamespaces(network=pod.netns if os.path.exists(pod.netns) else None)
+
+    async def stop_sandbox(self, pod_sandbox_id: str) -> None:
+        pod = self.pods.get(pod_sandbox_id)
+        if pod is None:
+            return
+        async with pod.lock:
+            if not pod.stopped:
+                pod.stopped = True
+                await asyncio.to_thread(pod.save)
+            if pod.vm is not None:
+                if not pod.vm.died.done():
+                    await pod.vm.shutdown(timeout=KILL_GRACE)
+                await pod.vm.release()
+            elif pod.supervisor_pid and _is_supervisor(pod):
+                await _stop_orphan(pod)
+
+    async def remove_sandbox(self, pod_sandbox_id: str) -> None:
+        pod = self.pods.get(pod_sandbox_id)
+        if pod is None:
+            return
+        await self.stop_sandbox(pod_sandbox_id)
+        for container_id in list(pod.containers):
+            await self.remove_container(container_id)
+
+        def release() -> None:
+            _mounts.unmount(pod.share)
+            unpin_netns(pod.netns)
+            shutil.rmtree(pod.vm_dir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (pod.run_dir / POD_STATE).unlink()
+
+        await asyncio.to_thread(release)
+        self.pods.pop(pod_sandbox_id, None)
+
+    async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats:
+        pod = self.pods.get(pod_sandbox_id)
+        now = time.time_ns()
+        if pod is None or not pod.alive():
+            return SandboxStats(usage=ContainerStats(timestamp=now))
+        data = await self._vm(pod).call("stats")
+        interfaces = [InterfaceStats(**i) for i in data.pop("interfaces", [])]
+        return SandboxStats(usage=_stats(data), interfaces=interfaces)
+
+    # -- containers ---------------------------------------------------------------------
+
+    def _get(self, container_id: str) -> VMContainer:
+        ctr = self.containers.get(container_id)
+        if ctr is None:
+            raise NotFoundError(
+                f"container {container_id} is not known to runtime {self.handler_name}"
+            )
+        return ctr
+
+    async def create_container(self, spec: ContainerSpec) -> None:
+        pod = self._pod(spec.pod_sandbox_id)
+        vm = self._vm(pod)
+        cid = spec.container_id
+        guest_dir = f"{GUEST_SHARE}/ctr/{cid}"
+        made = guest_spec(spec.oci_spec, guest_dir)
+        namespaces = made.spec.get("linux", {}).get("namespaces", [])
+        ctr = VMContainer(
+            container_id=cid,
+            pod_sandbox_id=spec.pod_sandbox_id,
+            name=spec.name,
+            bundle=spec.bundle,
+            host_dir=pod.share / "ctr" / cid,
+            guest_dir=guest_dir,
+            log_path=spec.log_path,
+            tty=spec.tty,
+            stdin=spec.stdin,
+            stdin_once=spec.stdin_once,
+            stop_signal=spec.stop_signal,
+            own_pid_ns=any(n.get("type") == "pid" and not n.get("path") for n in namespaces),
+        )
+        rootfs = str(spec.oci_spec.get("root", {}).get("path", ""))
+        try:
+            await asyncio.to_thread(_prepare, ctr, rootfs, made.binds, made.spec)
+            ctr.open_log()
+            pod.adopt(ctr)
+            self.containers[cid] = ctr
+            created = await vm.call(
+                "create",
+                container_id=cid,
+                bundle=guest_dir,
+                tty=spec.tty,
+                stdin=spec.stdin,
+                runtime=self.options.guest_runtime,
+            )
+            ctr.pid = int(created["pid"])
+            await asyncio.to_thread(ctr.save)
+        except BaseException:
+            self.containers.pop(cid, None)
+            pod.forget(cid)
+            ctr.close_log()
+            await release_mounts(ctr.mounts)
+            await asyncio.to_thread(shutil.rmtree, ctr.host_dir, True)
+            raise
+
+    async def restore_container(self, spec: ContainerSpec) -> ContainerState:
+        ctr = await asyncio.to_thread(VMContainer.load, spec.bundle)
+        if ctr is None:
+            return ContainerState(
+                state=State.STOPPED,
+                exit_code=LOST_EXIT_CODE,
+                finished_at=time.time_ns(),
+                reason="Error",
+                message=f"{CONTAINER_STATE} is missing; the container is lost",
+            )
+        self.containers[ctr.container_id] = ctr
+        pod = self.pods.get(ctr.pod_sandbox_id)
+        if pod is not None and pod.alive():
+            # Before adopting: the output the agent kept while crio was down goes to the log.
+            await asyncio.to_thread(ctr.open_log)
+        if pod is not None:
+            pod.adopt(ctr)
+        if pod is None or not pod.alive():
+            ctr.exited_with(
+                128 + signal.SIGKILL,
+                time.time_ns(),
+                VM_DIED_REASON,
+                "the pod VM ended while crio was down",
+            )
+            return ctr.state()
+        try:
+            status = await self._vm(pod).call("state", container_id=ctr.container_id)
+        except NotFoundError:
+            ctr.exited_with(LOST_EXIT_CODE, time.time_ns(), "Error", "the agent lost it")
+            return ctr.state()
+        if status["status"] == "stopped":
+            code = int(status.get("exit_code") or 0)
+            finished = int(status.get("finished_at") or time.time_ns())
+            ctr.exited_with(code, finished, "Completed" if code == 0 else "Error")
+        return ctr.state()
+
+    async def start_container(self, container_id: str) -> None:
+        ctr = self._get(container_id)
+        vm = self._vm(self._pod(ctr.pod_sandbox_id))
+        result = await vm.call("start", container_id=container_id)
+        ctr.started_at = int(result.get("started_at") or time.time_ns())
+        await asyncio.to_thread(ctr.save)
+
+    async def _kill(self, ctr: VMContainer, signum: int) -> None:
+        pod = self.pods.get(ctr.pod_sandbox_id)
+        if pod is None or not pod.alive():
+            return
+        everything = signum == signal.SIGKILL and not ctr.own_pid_ns
+        with contextlib.suppress(NotFoundError):
+            await self._vm(pod).call(
+                "kill", container_id=ctr.container_id, signal=int(signum), all=everything
+            )
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        ctr = self.containers.get(container_id)
+        if ctr is None or ctr.exit is not None:
+            return
+        if not ctr.started_at:
+            await self._kill(ctr, signal.SIGKILL)
+        elif timeout > 0:
+            await self._kill(ctr, ctr.stop_signal)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctr.exited.wait(), timeout)
+                return
+        await self._kill(ctr, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(ctr.exited.wait(), KILL_GRACE)
+        except TimeoutError:
+            raise OCIRuntimeError(
+                f"container {container_id}: no exit {KILL_GRACE:g}s after SIGKILL"
+            ) from None
+
+    async def remove_container(self, container_id: str) -> None:
+        ctr = self.containers.get(container_id)
+        if ctr is None:
+            return
+        pod = self.pods.get(ctr.pod_sandbox_id)
+        if pod is not None and pod.alive():
+            if ctr.exit is None:
+                await self.stop_container(container_id, 0)
+            with contextlib.suppress(NotFoundError):
+                await self._vm(pod).call("delete", container_id=container_id, force=True)
+        ctr.close_log()
+        busy = await release_mounts(ctr.mounts)
+        if busy:
+            log.warning("container %s: mounts still busy: %s", container_id, busy)
+
+        def forget() -> None:
+            shutil.rmtree(ctr.host_dir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (ctr.bundle / CONTAINER_STATE).unlink()
+
+        await asyncio.to_thread(forget)
+        if pod is not None:
+            pod.forget(container_id)
+        self.containers.pop(container_id, None)
+
+    async def container_state(self, container_id: str) -> ContainerState:
+        ctr = self.containers.get(container_id)
+        if ctr is None:
+            return ContainerState(
+                state=State.UNKNOWN,
+                reason="ContainerLost",
+                message=f"runtime {self.handler_name} does not know container {container_id}",
+            )
+        return ctr.state()
+
+    async def wait_container(self, container_id: str) -> ContainerState:
+        ctr = self._get(container_id)
+        await ctr.exited.wait()
+        assert ctr.exit is not None
+        return ctr.exit
+
+    # -- inside running containers ---------------------------------------------------------
+
+    def _running(self, container_id: str) -> tuple[VMContainer, VM]:
+        ctr = self._get(container_id)
+        if ctr.exit is not None or not ctr.started_at:
+            raise OCIRuntimeError(f"container {container_id} is not running")
+        return ctr, self._vm(self._pod(ctr.pod_sandbox_id))
+
+    async def exec_sync(
+        self, container_id: str, command: Sequence[str], timeout: float
+    ) -> ExecResult:
+        _, vm = self._running(container_id)
+        try:
+            result = await vm.run(list(command), container_id=container_id, timeout=timeout or None)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"ExecSync in container {container_id}: {command[0]} timed out after {timeout:g}s"
+            ) from None
+        return ExecResult(
+            result.exit_code, result.stdout[:EXEC_SYNC_CAP], result.stderr[:EXEC_SYNC_CAP]
+        )
+
+    async def exec(self, container_id: str, command: Sequence[str], io: StreamIO) -> int:
+        _, vm = self._running(container_id)
+        return await exec_session(vm, container_id, list(command), io)
+
+    async def attach(self, container_id: str, io: StreamIO) -> None:
+        ctr, vm = self._running(container_id)
+        await attach_session(vm, container_id, io, ctr.subscribe, ctr.exited, ctr.stdin_once)
+
+    async def port_forward(self, pod_sandbox_id: str, port: int) -> tuple[Any, Any]:
+        raise UnsupportedError(
+            f"PortForward into pod sandbox {pod_sandbox_id}: runtime handler "
+            f"{self.handler_name} (runtime_type 'vm') does not forward ports yet"
+        )
+
+    async def update_resources(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        _, vm = self._running(container_id)
+        await vm.call("update", container_id=container_id, resources=dict(resources))
+
+    async def reopen_log(self, container_id: str) -> None:
+        ctr, _ = self._running(container_id)
+        await asyncio.to_thread(ctr.open_log)
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        ctr = self._get(container_id)
+        pod = self.pods.get(ctr.pod_sandbox_id)
+        if ctr.exit is not None or not ctr.started_at or pod is None or not pod.alive():
+            return ContainerStats(timestamp=time.time_ns())
+        return _stats(await self._vm(pod).call("stats", container_id=container_id))
+
+
+def _stats(data: dict[str, Any]) -> ContainerStats:
+    return ContainerStats(
+        timestamp=int(data.get("timestamp") or time.time_ns()),
+        cpu_usage_core_nanoseconds=int(data.get("cpu_usage_ns", 0)),
+        memory_working_set_bytes=int(data.get("memory_working_set_bytes", 0)),
+        memory_usage_bytes=int(data.get("memory_usage_bytes", 0)),
+        oom_kill_count=int(data.get("oom_kill_count", 0)),
+        memory_rss_bytes=int(data.get("memory_rss_bytes", 0)),
+        memory_limit_bytes=int(data.get("memory_limit_bytes", 0)),
+        page_faults=int(data.get("page_faults", 0)),
+        major_page_faults=int(data.get("major_page_faults", 0)),
+        process_count=int(data.get("process_count", 0)),
+    )
+
+
+def _is_supervisor(pod: PodVM) -> bool:
+    """The recorded pid is still this pod's supervisor (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pod.supervisor_pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(pod.vm_dir / "vm.json").encode() in cmdline
+
+
+async def _stop_orphan(pod: PodVM) -> None:
+    """Stop a VM whose agent we could not reach again (after a restart)."""
+    log.warning("pod sandbox %s: stopping its unreachable VM", pod.pod_sandbox_id)
+    try:
+        pidfd = os.pidfd_open(pod.supervisor_pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        await asyncio.wait_for(gone, KILL_GRACE)
+    except (ProcessLookupError, TimeoutError) as exc:
+        log.warning("pod sandbox %s: its supervisor did not stop: %r", pod.pod_sandbox_id, exc)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+def _prepare(ctr: VMContainer, rootfs: str, binds: Sequence[Any], spec: dict[str, Any]) -> None:
+    """On the host: bind the rootfs and mount sources into the share, write config.json."""
+    if not rootfs:
+        raise InvalidRequestError(f"container {ctr.container_id}: the OCI spec has no root.path")
+    target = ctr.host_dir / "rootfs"
+    target.mkdir(parents=True)
+    _mounts.bind(Path(rootfs), target)
+    ctr.mounts.append(str(target))
+    for bind in binds:
+        source, point = Path(bind.source), ctr.host_dir / bind.relative
+        point.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            point.mkdir()
+        elif source.exists():
+            point.touch()
+        else:
+            raise InvalidRequestError(
+                f"container {ctr.container_id}: mount source {source} does not exist"
+            )
+        _mounts.bind(source, point)
+        ctr.mounts.append(str(point))
+    payload = json.dumps(spec)
+    (ctr.host_dir / "config.json").write_text(payload)
+    (ctr.bundle / "config.json").write_text(payload)

@@ -1,0 +1,302 @@
+"""Clear pods through a real crio: one pod VM for this module, next to runc and crun pods.
+
+crio runs with handlers runc, crun and clear (runtime_type "vm") on a real
+CNI bridge. The clear pod's VM boots once; the tests drive its containers
+through CRI: create, start, logs, exec, stop, remove, stats, the guest
+kernel seen from inside, the pod IP reached from a runc pod, and cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from crio.api import api_pb2 as api
+from support.cni import CNIEnv
+from support.cri import container_config, rpc_error
+from support.node import Node, start_node, stop_node
+from support.spdy_client import SpdyClient, exec_session
+from support.vm import vm_assets_or_skip
+
+pytestmark = pytest.mark.slow
+
+
+class ClearNode:
+    def __init__(self, node: Node, cni: CNIEnv, vm_root: Path, release: str) -> None:
+        self.node, self.cni, self.vm_root, self.release = node, cni, vm_root, release
+        self.pod_id = ""
+
+    @property
+    def cri(self) -> Any:
+        return self.node.cri
+
+
+@pytest.fixture(scope="module")
+def clear() -> Iterator[ClearNode]:
+    assets = vm_assets_or_skip()
+    if shutil.which("iptables") is None or not Path("/usr/lib/cni/bridge").exists():
+        pytest.skip("needs iptables and the CNI plugins in /usr/lib/cni")
+    vm_root = Path(tempfile.mkdtemp(prefix="crio-vmr-", dir="/tmp"))
+    node = start_node(
+        {
+            "crio.runtime.runtimes.clear": {
+                "runtime_type": "vm",
+                "runtime_root": str(vm_root),
+                "kernel": str(assets.kernel),
+                "initrd": str(assets.initrd),
+                "boot_timeout": 300,
+            }
+        }
+    )
+    cni = CNIEnv(node.base / "cni")
+    cni.net_dir = node.base / "net.d"
+    cni.write(cni.conflist(portmap=False))
+    clear = ClearNode(node, cni, vm_root, assets.kernel_release)
+    try:
+        started = time.monotonic()
+        clear.pod_id = node.cri.run_pod(
+            node.pod(host_network=False, hostname="clearpod"), runtime_handler="clear"
+        )
+        cni.container_ids.append(clear.pod_id)
+        print(f"\nclear pod up (VM booted) in {time.monotonic() - started:.1f}s")
+        yield clear
+    finally:
+        try:
+            stop_node(node)
+        finally:
+            cni.cleanup()
+            leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                         if str(vm_root) in line]  # fmt: skip
+            shutil.rmtree(vm_root, ignore_errors=True)
+            assert not leftovers, leftovers
+            assert not list(vm_root.glob("*")), "a VM directory was left"
+
+
+def _log_text(path: str) -> str:
+    return Path(path).read_text() if Path(path).exists() else ""
+
+
+def _wait(predicate: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_the_clear_pod_is_ready_with_an_ip_on_the_bridge(clear: ClearNode) -> None:
+    status = clear.cri.pod_status(clear.pod_id)
+    assert status.state == api.SANDBOX_READY
+    assert status.runtime_handler == "clear"
+    assert ipaddress.ip_address(status.network.ip) in ipaddress.ip_network(clear.cni.subnet)
+    ready, = [c for c in clear.cri.rt.Status(api.StatusRequest()).status.conditions
+              if c.type == "RuntimeReady"]  # fmt: skip
+    assert ready.status, ready.message
+
+
+def test_container_lifecycle_logs_exec_and_the_guest_kernel(clear: ClearNode) -> None:
+    script = "echo hello from $(uname -r); echo oops >&2; exec sleep 3600"
+    cid = clear.cri.create(clear.pod_id, container_config("life", ["sh", "-c", script]), start=True)
+    status = clear.cri.status(cid)
+    assert status.state == api.CONTAINER_RUNNING
+    _wait(lambda: "oops" in _log_text(status.log_path), "the container's log")
+    lines = _log_text(status.log_path).splitlines()
+    assert any(f" stdout F hello from {clear.release}" in line for line in lines), lines
+    assert any(line.endswith(" stderr F oops") for line in lines), lines
+    stamp = lines[0].split(" ")[0]
+    assert stamp[10] == "T" and len(stamp.split(".")[1]) >= 9 + 6  # RFC 3339, 9 digits, offset
+
+    result = clear.cri.exec(cid, ["uname", "-r"])
+    assert result.exit_code == 0 and result.stdout.decode().strip() == clear.release
+    assert clear.release != platform.release()
+    result = clear.cri.exec(cid, ["sh", "-c", "echo to-err >&2; exit 9"])
+    assert (result.exit_code, result.stderr) == (9, b"to-err\n")
+    assert clear.cri.exec(cid, ["hostname"]).stdout == b"clearpod\n"
+
+    stats = clear.cri.rt.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
+    assert stats.memory.working_set_bytes.value > 0 and stats.cpu.usage_core_nano_seconds.value > 0
+
+    clear.cri.stop(cid, timeout=1)  # sh is PID 1: SIGTERM is ignored, SIGKILL after 1s
+    status = clear.cri.status(cid)
+    assert status.state == api.CONTAINER_EXITED
+    assert (status.exit_code, status.reason) == (137, "Error")
+    clear.cri.remove(cid)
+    error = rpc_error(clear.cri.status, cid)
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_container_that_exits_by_itself_is_recorded(clear: ClearNode) -> None:
+    cid = clear.cri.create(
+        clear.pod_id, container_config("quick", ["sh", "-c", "exit 4"]), start=True
+    )
+    _wait(lambda: clear.cri.status(cid).state == api.CONTAINER_EXITED, "the exit")
+    status = clear.cri.status(cid)
+    assert (status.exit_code, status.reason) == (4, "Error")
+    assert status.finished_at >= status.started_at > 0
+    clear.cri.remove(cid)
+
+
+def test_exec_sync_timeout_is_deadline_exceeded(clear: ClearNode) -> None:
+    cid = clear.cri.create(clear.pod_id, container_config("slow"), start=True)
+    request = api.ExecSyncRequest(container_id=cid, cmd=["sleep", "60"], timeout=2)
+    error = rpc_error(clear.cri.rt.ExecSync, request)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
+    clear.cri.stop(cid)
+    clear.cri.remove(cid)
+
+
+def test_runc_crun_and_clear_pods_side_by_side(clear: ClearNode) -> None:
+    kernels = {}
+    for handler in ("runc", "crun"):
+        pod = clear.cri.run_pod(clear.node.pod(host_network=False), runtime_handler=handler)
+        clear.cni.container_ids.append(pod)
+        cid = clear.cri.create(pod, container_config("k"), start=True)
+        kernels[handler] = clear.cri.exec(cid, ["uname", "-r"]).stdout.decode().strip()
+        assert clear.cri.pod_status(pod).runtime_handler == handler
+    cid = clear.cri.create(clear.pod_id, container_config("k"), start=True)
+    kernels["clear"] = clear.cri.exec(cid, ["uname", "-r"]).stdout.decode().strip()
+    assert kernels == {
+        "runc": platform.release(),
+        "crun": platform.release(),
+        "clear": clear.release,
+    }
+
+
+WEB = (
+    "mkdir -p /www && echo served-from-{} > /www/index.html && "
+    "exec busybox httpd -f -p 8080 -h /www"
+)
+
+
+def _fetch(clear: ClearNode, cid: str, ip: str) -> bytes:
+    result = None
+    for _ in range(150):  # until httpd listens
+        result = clear.cri.exec(cid, ["wget", "-q", "-O", "-", f"http://{ip}:8080/"])
+        if result.exit_code == 0:
+            return bytes(result.stdout)
+        time.sleep(0.2)
+    raise AssertionError(f"no answer from {ip}:8080: {result}")
+
+
+def test_the_clear_pod_ip_is_reachable_from_a_runc_pod_and_back(clear: ClearNode) -> None:
+    in_vm = clear.cri.create(
+        clear.pod_id, container_config("web", ["sh", "-c", WEB.format("vm")]), start=True
+    )
+    runc_pod = clear.cri.run_pod(clear.node.pod(host_network=False), runtime_handler="runc")
+    clear.cni.container_ids.append(runc_pod)
+    on_host = clear.cri.create(
+        runc_pod, container_config("web", ["sh", "-c", WEB.format("runc")]), start=True
+    )
+    vm_ip = clear.cri.pod_status(clear.pod_id).network.ip
+    runc_ip = clear.cri.pod_status(runc_pod).network.ip
+    assert _fetch(clear, on_host, vm_ip) == b"served-from-vm\n"
+    assert _fetch(clear, in_vm, runc_ip) == b"served-from-runc\n"
+
+
+def test_volumes_and_pod_files_reach_the_guest(clear: ClearNode) -> None:
+    volume = clear.node.base / f"vol-{time.monotonic_ns()}"
+    volume.mkdir()
+    (volume / "from-host").write_text("host data\n")
+    mounts = [api.Mount(container_path="/data", host_path=str(volume))]
+    cid = clear.cri.create(clear.pod_id, container_config("vol", mounts=mounts), start=True)
+    assert clear.cri.exec(cid, ["cat", "/data/from-host"]).stdout == b"host data\n"
+    assert clear.cri.exec(cid, ["sh", "-c", "echo guest data > /data/from-guest"]).exit_code == 0
+    assert (volume / "from-guest").read_text() == "guest data\n"
+    hosts = clear.cri.exec(cid, ["cat", "/etc/hosts"]).stdout.decode()
+    assert "clearpod" in hosts
+    clear.cri.stop(cid)
+    clear.cri.remove(cid)
+
+
+def _exec_url(clear: ClearNode, cid: str, cmd: list[str], **flags: bool) -> str:
+    request = api.ExecRequest(container_id=cid, cmd=cmd, stdout=True, stderr=True)
+    for name, value in flags.items():
+        setattr(request, name, value)
+    return str(clear.cri.rt.Exec(request).url)
+
+
+def test_streaming_exec_stdin_and_tty(clear: ClearNode) -> None:
+    cid = clear.cri.create(clear.pod_id, container_config("stream"), start=True)
+    url = _exec_url(clear, cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    outcome = asyncio.run(exec_session(url))
+    assert (outcome.stdout, outcome.stderr, outcome.exit_code) == (b"out\n", b"err\n", 3)
+
+    payload = os.urandom(300_000)
+    url = _exec_url(clear, cid, ["cat"], stdin=True, stderr=False)
+    assert asyncio.run(exec_session(url, stdin=payload, stderr=False)).stdout == payload
+
+    url = _exec_url(
+        clear, cid, ["sh", "-c", "read x; tty; stty size"], tty=True, stdin=True, stderr=False
+    )
+    outcome = asyncio.run(
+        exec_session(url, stdin=b"go\n", tty=True, stderr=False, resize=[(99, 33)])
+    )
+    assert outcome.exit_code == 0
+    assert b"/dev/pts/" in outcome.stdout and b"33 99" in outcome.stdout
+
+
+def test_attach_and_log_reopen(clear: ClearNode) -> None:
+    config = container_config("att", ["sh", "-c", "while read l; do echo got $l; done"])
+    config.stdin = True
+    cid = clear.cri.create(clear.pod_id, config, start=True)
+    url = clear.cri.rt.Attach(
+        api.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
+    ).url
+
+    async def attach(line: bytes) -> bytes:
+        client = await SpdyClient.connect(url)
+        await client.open_stream({"streamType": "error"})
+        stdin = await client.open_stream({"streamType": "stdin"})
+        stdout = await client.open_stream({"streamType": "stdout"})
+        await client.open_stream({"streamType": "stderr"})
+        await stdin.write(line)
+        seen = b""
+        while b"got" not in seen:
+            chunk = await stdout.read()
+            assert chunk
+            seen += chunk
+        await client.close()
+        return seen
+
+    assert asyncio.run(attach(b"hello\n")) == b"got hello\n"
+    assert clear.cri.status(cid).state == api.CONTAINER_RUNNING  # detached, still running
+    log_path = Path(clear.cri.status(cid).log_path)
+    _wait(lambda: "got hello" in _log_text(str(log_path)), "the attach output in the log")
+    log_path.rename(log_path.with_suffix(".1"))
+    clear.cri.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
+    url = clear.cri.rt.Attach(api.AttachRequest(container_id=cid, stdin=True, stdout=True)).url
+    asyncio.run(attach(b"again\n"))
+    _wait(lambda: "got again" in _log_text(str(log_path)), "output in the reopened log")
+    assert "got hello" not in _log_text(str(log_path))
+    clear.cri.stop(cid)
+    clear.cri.remove(cid)
+
+
+def test_zz_stopping_and_removing_the_pod_leaves_nothing(clear: ClearNode) -> None:
+    cid = clear.cri.create(clear.pod_id, container_config("last"), start=True)
+    run_dir = next(clear.vm_root.iterdir())
+    supervisor = json.loads((run_dir / "supervisor.json").read_text())
+    clear.cri.stop_pod(clear.pod_id)
+    assert clear.cri.status(cid).state == api.CONTAINER_EXITED
+    assert clear.cri.pod_status(clear.pod_id).state == api.SANDBOX_NOTREADY
+    for pid in (
+        supervisor["supervisor_pid"],
+        supervisor["qemu_pid"],
+        *supervisor["virtiofsd_pids"],
+    ):
+        assert not Path(f"/proc/{pid}").exists(), f"VM process {pid} outlived StopPodSandbox"
+    clear.cri.remove_pod(clear.pod_id)
+    assert not list(clear.vm_root.iterdir())
+    assert str(clear.vm_root) not in Path("/proc/self/mountinfo").read_text()
