@@ -1,6 +1,13 @@
 """What a pod VM costs: boot, exec and container start in the guest, against the host.
 
-Usage (root): .venv/bin/python bench/vm.py [--boots 3] [--runs 20]
+Usage (root): .venv/bin/python bench/vm.py [--boots 3] [--runs 20] [--pods 3]
+[--only harness|pods]
+
+Pod figures (a real crio with handlers runc and clear on one CNI bridge,
+busybox ``sleep`` per pod; rounds alternate between the two handlers),
+medians in ms, clear/runc ratios: RunPodSandbox (for clear: boot-to-ready
+of the pod VM), CreateContainer + StartContainer, ExecSync ``true`` round
+trip, StopPodSandbox, RemovePodSandbox; and the accelerator.
 
 Harness figures (runtime_clear.vm, no crio daemon), medians in ms:
 
@@ -30,10 +37,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
+from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.vm import VM, VMSpec
 from support.vm import busybox_rootfs, vm_assets_or_skip
 
@@ -146,12 +155,86 @@ async def harness(boots: int, runs: int) -> None:
     print(f"  crun create+start guest {g:8.1f}   host peer {h:7.1f}   ratio {g / h:6.1f}x")
 
 
+POD_STEPS = ("RunPodSandbox", "Create+Start", "ExecSync true", "StopPodSandbox", "RemovePodSandbox")
+
+
+def _pod_round(node: Any, cni: Any, handler: str, runs: int, got: dict[str, list[float]]) -> None:
+    from support.cri import container_config
+
+    clock = time.perf_counter
+    start = clock()
+    pod = node.cri.run_pod(node.pod(host_network=False), runtime_handler=handler)
+    got["RunPodSandbox"].append((clock() - start) * 1000)
+    cni.container_ids.append(pod)
+    start = clock()
+    cid = node.cri.create(pod, container_config("b"), start=True)
+    got["Create+Start"].append((clock() - start) * 1000)
+    for _ in range(runs):
+        start = clock()
+        node.cri.exec(cid, ["true"])
+        got["ExecSync true"].append((clock() - start) * 1000)
+    start = clock()
+    node.cri.stop_pod(pod)
+    got["StopPodSandbox"].append((clock() - start) * 1000)
+    start = clock()
+    node.cri.remove_pod(pod)
+    got["RemovePodSandbox"].append((clock() - start) * 1000)
+
+
+def pods(rounds: int, runs: int) -> None:
+    from support.cni import CNIEnv
+    from support.node import start_node, stop_node
+
+    assets = vm_assets_or_skip()
+    vm_root = Path(tempfile.mkdtemp(prefix="crio-bench-vmr-", dir="/tmp"))
+    node = start_node(
+        {
+            "crio.runtime.runtimes.clear": {
+                "runtime_type": "vm",
+                "runtime_root": str(vm_root),
+                "kernel": str(assets.kernel),
+                "initrd": str(assets.initrd),
+                "boot_timeout": 600,
+            }
+        }
+    )
+    cni = CNIEnv(node.base / "cni")
+    cni.net_dir = node.base / "net.d"
+    cni.write(cni.conflist(portmap=False))
+    figures: dict[str, dict[str, list[float]]] = {
+        h: {step: [] for step in POD_STEPS} for h in ("runc", "clear")
+    }
+    try:
+        for _ in range(rounds):
+            for handler in ("runc", "clear"):
+                _pod_round(node, cni, handler, runs, figures[handler])
+    finally:
+        try:
+            stop_node(node)
+        finally:
+            cni.cleanup()
+            shutil.rmtree(vm_root, ignore_errors=True)
+    accel = choose_accel("auto", host_facts()).upper()
+    print(f"pods through crio: clear (pod VM, {accel}) against runc, {rounds} pods each; "
+          f"ExecSync over {runs} runs per pod; medians in ms")  # fmt: skip
+    print(f"  {'step':18} {'clear':>10} {'runc':>9} {'ratio':>8}")
+    for step in POD_STEPS:
+        c = statistics.median(figures["clear"][step])
+        r = statistics.median(figures["runc"][step])
+        print(f"  {step:18} {c:10.1f} {r:9.1f} {c / r:7.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--boots", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--pods", type=int, default=3)
+    parser.add_argument("--only", choices=("harness", "pods"))
     args = parser.parse_args()
-    asyncio.run(harness(args.boots, args.runs))
+    if args.only != "pods":
+        asyncio.run(harness(args.boots, args.runs))
+    if args.only != "harness":
+        pods(args.pods, args.runs)
 
 
 if __name__ == "__main__":
