@@ -11,17 +11,19 @@ Each ``op_*`` method returns a result, or None when it replies later.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
-import termios
 import time
-from typing import Any
 
 import _wire
 from _guest_loop import Failure, read_keyed, read_text
 from _guest_procs import Proc, Processes
+
+# No typing at run time: the guest imports this module while it boots.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_RUNTIME", "Containers", "guest_stats"]
 
@@ -373,16 +375,12 @@ class Containers:
             master, slave = os.openpty()
             proc.tty_fd = proc.stdin_fd = master
 
-            def preexec() -> None:
-                os.setsid()
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-            stdio, close, pre = (slave, slave, slave), [slave], preexec
+            stdio, close, session = (slave, slave, slave), [slave], "tty"
         else:
             stdio, close = self.procs.pipes(proc, bool(args.get("stdin")))
-            pre = os.setsid
+            session = "new"
         try:
-            proc.pid = self.procs.spawn(args["argv"], on_exit, stdio, pre, env, cwd)
+            proc.pid = self.procs.spawn(args["argv"], on_exit, stdio, session, env, cwd)
         except OSError as exc:
             self.procs.close(proc)
             raise Failure("failed", f"exec {args['argv'][0]}: {exc}") from exc

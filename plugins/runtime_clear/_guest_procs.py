@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import struct
-import subprocess
 import termios
 import time
 from collections.abc import Callable
-from typing import Any
 
 import _wire
 from _guest_loop import Failure, Loop, exit_code, read_keyed, set_nonblocking
+
+# No typing at run time: the guest imports this module while it boots.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Proc", "Processes"]
 
@@ -64,6 +66,53 @@ class Proc:
         return result
 
 
+def fork_exec(
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    session: str = "",
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> int:
+    """fork and exec by hand (what subprocess does, without importing it at boot).
+
+    An exec failure comes back through a close-on-exec pipe and is raised here.
+    """
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: only async-signal-safe-ish work, then exec or _exit
+        try:
+            os.close(err_r)
+            if session:
+                os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+            if session == "tty":
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            os.closerange(3, err_w)
+            os.closerange(err_w + 1, 1 << 16)
+            if cwd:
+                os.chdir(cwd)
+            os.execvpe(argv[0], argv, os.environ if env is None else env)
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                os.write(err_w, f"{getattr(exc, 'errno', 0) or 0}:{exc}".encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    try:
+        report = b""
+        while chunk := os.read(err_r, 4096):
+            report += chunk
+    finally:
+        os.close(err_r)
+    if report:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        number, _, message = report.decode(errors="replace").partition(":")
+        raise OSError(int(number or 0), message)
+    return pid
+
+
 class Processes:
     """Children and orphans of the agent, and the plumbing of their stdio."""
 
@@ -74,7 +123,6 @@ class Processes:
         self.work = work
         self.children: dict[int, Callable[[int], None]] = {}
         self.orphans: dict[int, int] = {}
-        self.popens: dict[int, subprocess.Popen[bytes]] = {}
         loop.on_signal = self.reap
 
     # -- spawning and reaping ---------------------------------------------------
@@ -84,24 +132,19 @@ class Processes:
         argv: list[str],
         on_exit: Callable[[int], None],
         stdio: tuple[int, int, int],
-        preexec: Callable[[], None] | None = None,
+        session: str = "",
         env: dict[str, str] | None = None,
         cwd: str | None = None,
     ) -> int:
-        popen = subprocess.Popen(
-            argv,
-            stdin=stdio[0],
-            stdout=stdio[1],
-            stderr=stdio[2],
-            preexec_fn=preexec,
-            env=env,
-            cwd=cwd,
-            close_fds=True,
-        )
-        # Kept until reaped, so that subprocess never waits for it behind our back.
-        self.popens[popen.pid] = popen
-        self.watch(popen.pid, on_exit)
-        return popen.pid
+        """Start ``argv`` with ``stdio`` as fds 0-2; ``on_exit(code)`` once it is reaped.
+
+        :param session: "" (stay in ours), "new" (setsid) or "tty" (setsid and
+            make fd 0 the controlling terminal).
+        :raises OSError: the program could not be executed (with its errno).
+        """
+        pid = fork_exec(argv, stdio, session, env, cwd)
+        self.watch(pid, on_exit)
+        return pid
 
     def watch(self, pid: int, on_exit: Callable[[int], None]) -> None:
         """Call ``on_exit(code)`` when ``pid`` is reaped (at once if it already was)."""
@@ -119,9 +162,6 @@ class Processes:
             if pid == 0:
                 return
             code = exit_code(status)
-            popen = self.popens.pop(pid, None)
-            if popen is not None:
-                popen.returncode = code
             callback = self.children.pop(pid, None)
             if callback is not None:
                 callback(code)
@@ -266,6 +306,8 @@ class Processes:
         path = os.path.join(self.work, f"{name}.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        import socket  # only terminals need it
+
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         listener.listen(1)

@@ -30,8 +30,11 @@ from __future__ import annotations
 import base64
 import enum
 import json
-from dataclasses import dataclass, field
-from typing import Any
+
+# No typing at run time: the guest imports this module while it boots.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "EVENTS",
@@ -173,75 +176,121 @@ def decode_data(text: str) -> bytes:
         raise ValueError(f"not base64: {exc}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class _Message:
+    """Immutable, slotted, compared by value: what a frozen dataclass gives.
+
+    Written out by hand because the guest imports this module at boot, and
+    under TCG importing dataclasses (and with it inspect) costs half a second.
+    """
+
+    __slots__ = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(self._values())))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def _set(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+class Request(_Message):
     """Host to guest: do ``op`` with ``args``; answered by a :class:`Reply` with the same id."""
 
+    __slots__ = ("args", "id", "op")
     id: int
     op: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id <= 0:
-            raise LocalProtocolError(f"request id must be a positive integer, got {self.id!r}")
-        problem = check_args(self.op, self.args)
+    def __init__(self, id: int, op: str, args: dict[str, Any] | None = None) -> None:
+        self._set(id=id, op=op, args={} if args is None else args)
+        if isinstance(id, bool) or not isinstance(id, int) or id <= 0:
+            raise LocalProtocolError(f"request id must be a positive integer, got {id!r}")
+        problem = check_args(op, self.args)
         if problem:
             raise LocalProtocolError(problem)
 
 
-@dataclass(frozen=True, slots=True)
-class Fault:
+class Fault(_Message):
     """Why a request failed: a kind from :data:`FAULT_KINDS` and a message."""
 
+    __slots__ = ("kind", "message")
     kind: str
     message: str
 
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise LocalProtocolError(f"fault kind {self.kind!r} is not one of {FAULT_KINDS}")
+    def __init__(self, kind: str, message: str) -> None:
+        self._set(kind=kind, message=message)
+        if kind not in FAULT_KINDS:
+            raise LocalProtocolError(f"fault kind {kind!r} is not one of {FAULT_KINDS}")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(_Message):
     """Guest to host: the answer to request ``id``, a result or a fault."""
 
+    __slots__ = ("error", "id", "result")
     id: int
-    result: dict[str, Any] | None = None
-    error: Fault | None = None
+    result: dict[str, Any] | None
+    error: Fault | None
 
-    def __post_init__(self) -> None:
-        if (self.result is None) == (self.error is None):
+    def __init__(
+        self,
+        id: int,
+        result: dict[str, Any] | None = None,
+        error: Fault | None = None,
+    ) -> None:
+        self._set(id=id, result=result, error=error)
+        if (result is None) == (error is None):
             raise LocalProtocolError("a reply carries exactly one of result and error")
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Guest to host, unsolicited: ``name`` from :data:`EVENTS` with its data."""
+class Event(_Message):
+    """Guest to host, unsolicited: ``name`` from :data:`EVENTS` with its data.
 
+    ``seq`` is the agent's sequence number; 0 when the sender does not number events.
+    """
+
+    __slots__ = ("data", "name", "seq")
     name: str
-    data: dict[str, Any] = field(default_factory=dict)
-    #: The agent's sequence number; 0 when the sender does not number events.
-    seq: int = 0
+    data: dict[str, Any]
+    seq: int
 
-    def __post_init__(self) -> None:
-        if self.name not in EVENTS:
-            raise LocalProtocolError(f"event {self.name!r} is not one of {EVENTS}")
-        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
-            raise LocalProtocolError(f"event seq must be a non-negative integer, not {self.seq!r}")
+    def __init__(self, name: str, data: dict[str, Any] | None = None, seq: int = 0) -> None:
+        self._set(name=name, data={} if data is None else data, seq=seq)
+        if name not in EVENTS:
+            raise LocalProtocolError(f"event {name!r} is not one of {EVENTS}")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise LocalProtocolError(f"event seq must be a non-negative integer, not {seq!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class BadRequest:
+class BadRequest(_Message):
     """What the guest's :meth:`Connection.next_event` yields for a request it must refuse.
 
     Answer it with ``Reply(id, error=Fault("invalid", message))``.
     """
 
+    __slots__ = ("id", "message")
     id: int
     message: str
 
+    def __init__(self, id: int, message: str) -> None:
+        self._set(id=id, message=message)
 
-Message = Request | Reply | Event
+
+Message = "Request | Reply | Event"
 
 
 class Connection:

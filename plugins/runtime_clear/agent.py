@@ -14,22 +14,31 @@ serves the next connection.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# When python began to run the agent, for the ready event: the rest of boot
+# is imports, which cost seconds under TCG (so they are kept few).
+with open("/proc/uptime") as _uptime:
+    _STARTED_AT = float(_uptime.read().split()[0])
+
 import collections
 import contextlib
-import ctypes
 import errno
 import json
-import os
 import signal
-import sys
-from typing import Any
+
+# No typing at run time: the guest imports this module while it boots.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _wire
-from _guest_loop import Failure, Loop, log, read_text, set_blocking, set_nonblocking
-from _guest_oci import Containers
-from _guest_procs import Processes
+import _wire  # noqa: E402
+from _guest_loop import Failure, Loop, log, read_text, set_blocking, set_nonblocking  # noqa: E402
+from _guest_oci import Containers  # noqa: E402
+from _guest_procs import Processes  # noqa: E402
 
 PORT_NAME = "crio.agent"
 #: The agent's state in the guest: OCI runtime root, pid files, console sockets.
@@ -229,6 +238,8 @@ class Agent:
         except (OSError, ValueError) as exc:
             raise Failure("not_found", f"modprobe: {directory}/modules.json: {exc}") from exc
         release = os.uname().release
+        import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         loaded: list[str] = []
 
@@ -288,6 +299,7 @@ class Agent:
             kernel=os.uname().release,
             pid=os.getpid(),
             uptime=float(read_text("/proc/uptime").split()[0]),
+            python_started=_STARTED_AT,
             version=_wire.PROTOCOL_VERSION,
         )
         while True:
@@ -295,6 +307,8 @@ class Agent:
 
 
 def power_off() -> None:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.sync()
     libc.reboot(LINUX_REBOOT_CMD_POWER_OFF)
@@ -312,19 +326,20 @@ def find_port(name: str = PORT_NAME) -> str:
 
 def main(argv: list[str]) -> None:
     """``agent.py`` in the VM; ``agent.py --port-fd N --state-dir D`` elsewhere (tests)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="crio-agent")
-    parser.add_argument("--port-fd", type=int, help="an open descriptor to speak on")
-    parser.add_argument("--state-dir", default=STATE_DIR)
-    args = parser.parse_args(argv)
+    options = {"--port-fd": "", "--state-dir": STATE_DIR}
+    rest = list(argv)
+    while rest:
+        flag = rest.pop(0)
+        if flag not in options or not rest:
+            raise SystemExit(f"usage: agent.py [--port-fd N] [--state-dir DIR] (not {flag!r})")
+        options[flag] = rest.pop(0)
     if os.getpid() != 1:
         log("not PID 1: only the agent's own children are reaped here")
-    if args.port_fd is None:
-        port_fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
+    if options["--port-fd"]:
+        port_fd = int(options["--port-fd"])
     else:
-        port_fd = args.port_fd
-    Agent(port_fd, args.state_dir, exit_on_eof=args.port_fd is not None).run()
+        port_fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
+    Agent(port_fd, options["--state-dir"], exit_on_eof=bool(options["--port-fd"])).run()
 
 
 if __name__ == "__main__":
