@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from crio.oci.runtime import StreamIO
 from crio_plugins.runtime_clear import _wire
 from crio_plugins.runtime_clear.vm import VM
 
-__all__ = ["STDIN_CHUNK", "attach_session", "exec_session"]
+__all__ = ["STDIN_CHUNK", "attach_session", "exec_session", "open_port"]
 
 #: Stdin is sent in pieces of at most this many bytes (one agent line each).
 STDIN_CHUNK = 256 * 1024
@@ -156,3 +157,57 @@ async def attach_session(
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+
+async def open_port(
+    vm: VM, port: int, tasks: set[asyncio.Task[None]]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream pair connected to ``port`` on the guest's loopback, through the agent.
+
+    One end of a socketpair goes to the caller; a task (kept in ``tasks``)
+    carries bytes between the other end and the agent's connection.
+
+    :raises OSError: nothing listens there (the guest's errno).
+    """
+    conn_id = secrets.token_hex(8)
+    target = {"conn_id": conn_id}
+    result = await vm.call("connect", **target, port=int(port))
+    if result.get("errno"):
+        raise OSError(int(result["errno"]), str(result.get("message", "")))
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    theirs_reader, theirs_writer = await asyncio.open_unix_connection(sock=theirs)
+    peer_done = asyncio.Event()
+
+    def on_event(event: _wire.Event) -> None:
+        if event.name == "output":
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                theirs_writer.write(_wire.decode_data(event.data["data"]))
+        elif event.name == "closed":
+            with contextlib.suppress(ConnectionError, RuntimeError, OSError):
+                theirs_writer.write_eof()
+            peer_done.set()
+
+    assert vm.agent is not None
+    vm.agent.listen(("conn_id", conn_id), on_event)
+
+    async def pump() -> None:
+        aborted = False
+        try:
+            while chunk := await theirs_reader.read(STDIN_CHUNK):
+                await vm.call("send", **target, data=_wire.encode_data(chunk))
+            await vm.call("close", **target)
+            await peer_done.wait()
+        except (CrioError, ConnectionError):
+            aborted = True
+        finally:
+            if aborted or not peer_done.is_set():
+                with contextlib.suppress(CrioError):
+                    await vm.call("close", **target, abort=True)
+            vm.agent.unlisten(("conn_id", conn_id))  # type: ignore[union-attr]
+            theirs_writer.close()
+
+    task = asyncio.create_task(pump(), name=f"port-{port}-{conn_id}")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return reader, writer

@@ -128,6 +128,9 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "modprobe": ({"names": list, "modules_dir": str}, {}),
     "shutdown": ({}, {"timeout": (int, float)}),
     "resume": ({"after": int}, {}),
+    "connect": ({"conn_id": str, "port": int}, {}),
+    "send": ({"conn_id": str, "data": str}, {}),
+    "close": ({"conn_id": str}, {"abort": bool}),
 }
 #: Ops addressed to one process: exactly one of container_id and exec_id.
 _ONE_TARGET = ("kill", "wait", "stdin", "close_stdin", "resize")

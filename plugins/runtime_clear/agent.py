@@ -2,7 +2,7 @@
 
 Standard library only. It runs on the host's python3 (the guest's root is the
 host's, shared read-only over virtiofs) and imports its sibling modules
-(``_wire``, ``_guest_loop``, ``_guest_procs``, ``_guest_oci``) from its own
+(``_wire``, ``_guest_loop``, ``_guest_procs``, ``_guest_oci``, ``_guest_net``) from its own
 directory, which the host copies into the pod's share before boot. It sends
 ``ready`` once, then answers every request by id; as PID 1 it reaps every
 process in the guest (see ``_guest_procs``).
@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _wire  # noqa: E402
 from _guest_loop import Failure, Loop, log, read_text, set_blocking, set_nonblocking  # noqa: E402
+from _guest_net import Connections  # noqa: E402
 from _guest_oci import Containers  # noqa: E402
 from _guest_procs import Processes  # noqa: E402
 
@@ -74,6 +75,7 @@ class Agent:
         self.replay_bytes = 0
         self.procs = Processes(self.loop, self.event, self.reply, work)
         self.containers = Containers(self.procs, oci_root)
+        self.connections = Connections(self.loop, self.event)
 
     # -- the serial port ------------------------------------------------------------
 
@@ -173,8 +175,11 @@ class Agent:
         return {"replayed": len(again), "complete": oldest <= after + 1, "last": self.seq}
 
     def dispatch(self, request: _wire.Request) -> None:
-        handler = getattr(self, f"op_{request.op}", None) or getattr(
-            self.containers, f"op_{request.op}"
+        name = f"op_{request.op}"
+        handler = (
+            getattr(self, name, None)
+            or getattr(self.connections, name, None)
+            or getattr(self.containers, name)
         )
         try:
             result = handler(request.id, request.args)

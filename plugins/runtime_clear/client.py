@@ -162,7 +162,7 @@ class AgentClient:
             if not self.ready.done():
                 self.ready.set_result(message.data)
             return
-        for field in ("container_id", "exec_id"):
+        for field in ("container_id", "exec_id", "conn_id"):
             if field in message.data:
                 listener = self._listeners.get((field, str(message.data[field])))
                 if listener is not None:

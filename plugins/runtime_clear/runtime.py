@@ -33,7 +33,6 @@ from crio.errors import (
     InvalidRequestError,
     NotFoundError,
     OCIRuntimeError,
-    UnsupportedError,
 )
 from crio.oci.runtime import (
     ContainerSpec,
@@ -52,7 +51,7 @@ from crio_plugins.runtime_clear import _mounts, assets
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear._netns import pin_netns, unpin_netns
 from crio_plugins.runtime_clear._spec import guest_spec
-from crio_plugins.runtime_clear._streams import attach_session, exec_session
+from crio_plugins.runtime_clear._streams import attach_session, exec_session, open_port
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.options import VMOptions
 from crio_plugins.runtime_clear.pods import (
@@ -105,6 +104,7 @@ class ClearRuntime:
         self.containers: dict[str, VMContainer] = {}
         self._problem = ("VMNotStarted", "the runtime has not started")
         self._saver: asyncio.Task[None] | None = None
+        self._forwards: set[asyncio.Task[None]] = set()
 
     # -- life of the handler ----------------------------------------------------------
 
@@ -505,10 +505,8 @@ class ClearRuntime:
         await attach_session(vm, container_id, io, ctr.subscribe, ctr.exited, ctr.stdin_once)
 
     async def port_forward(self, pod_sandbox_id: str, port: int) -> tuple[Any, Any]:
-        raise UnsupportedError(
-            f"PortForward into pod sandbox {pod_sandbox_id}: runtime handler "
-            f"{self.handler_name} (runtime_type 'vm') does not forward ports yet"
-        )
+        # The pod's network is the guest's: the agent connects there, on the loopback.
+        return await open_port(self._vm(self._pod(pod_sandbox_id)), port, self._forwards)
 
     async def update_resources(self, container_id: str, resources: Mapping[str, Any]) -> None:
         _, vm = self._running(container_id)

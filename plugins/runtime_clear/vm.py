@@ -45,7 +45,14 @@ log = logging.getLogger("crio.runtime_clear")
 
 HERE = Path(__file__).resolve().parent
 #: What the guest runs as PID 1, copied into ``SHARE/.agent`` before each boot.
-AGENT_FILES = ("agent.py", "_wire.py", "_guest_loop.py", "_guest_procs.py", "_guest_oci.py")
+AGENT_FILES = (
+    "agent.py",
+    "_wire.py",
+    "_guest_loop.py",
+    "_guest_procs.py",
+    "_guest_oci.py",
+    "_guest_net.py",
+)
 AGENT_DIR = ".agent"
 #: How long a broken agent channel waits for the supervisor's report of the VM's death.
 DEATH_REPORT_GRACE = 3.0

@@ -284,6 +284,43 @@ def test_attach_and_log_reopen(clear: ClearNode) -> None:
     clear.cri.remove(cid)
 
 
+def _forward(url: str, port: int, payload: bytes) -> bytes:
+    async def run() -> bytes:
+        client = await SpdyClient.connect(url, ["portforward.k8s.io"])
+        headers = {"port": str(port), "requestID": "0"}
+        error = await client.open_stream({**headers, "streamType": "error"})
+        await error.close()
+        data = await client.open_stream({**headers, "streamType": "data"})
+        await data.write(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = await data.read()
+            assert chunk, await error.read_all()
+            got += chunk
+        await client.close()
+        return got
+
+    return asyncio.run(run())
+
+
+def test_port_forward_into_the_pod_vm(clear: ClearNode) -> None:
+    clear.cri.create(
+        clear.pod_id, container_config("echo", ["nc", "-ll", "-p", "8081", "-e", "/bin/cat"]),
+        start=True,
+    )  # fmt: skip
+    payload = os.urandom(200_000)
+    request = api.PortForwardRequest(pod_sandbox_id=clear.pod_id, port=[8081])
+    for _ in range(150):  # until the listener is up in the guest
+        try:
+            assert _forward(clear.cri.rt.PortForward(request).url, 8081, payload) == payload
+            return
+        except AssertionError as exc:
+            if b"refused" not in str(exc).encode().lower():
+                raise
+        time.sleep(0.2)
+    raise AssertionError("the pod VM never listened on 8081")
+
+
 def test_zz_stopping_and_removing_the_pod_leaves_nothing(clear: ClearNode) -> None:
     cid = clear.cri.create(clear.pod_id, container_config("last"), start=True)
     run_dir = next(clear.vm_root.iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 import subprocess
@@ -165,6 +166,41 @@ def test_resume_replays_kept_events_and_the_client_drops_what_it_saw(tmp_path: P
         agent.last_seq = last - 1  # as if the host had handled one event less
         await agent.call("resume", after=last - 1)
         assert seen.count(last) == 2 and agent.last_seq == last
+
+    with_agent(tmp_path, body)
+
+
+def test_connections_carry_bytes_both_ways_and_report_refusals(tmp_path: Path) -> None:
+    async def body(agent: AgentClient) -> None:
+        async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write((await reader.read()).upper())  # until the half-close
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(upper, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        got: list[bytes] = []
+        closed = asyncio.Event()
+
+        def on_event(event: _wire.Event) -> None:
+            if event.name == "output":
+                got.append(_wire.decode_data(event.data["data"]))
+            elif event.name == "closed":
+                closed.set()
+
+        agent.listen(("conn_id", "k1"), on_event)
+        assert await agent.call("connect", conn_id="k1", port=port) == {"errno": 0}
+        await agent.call("send", conn_id="k1", data=_wire.encode_data(b"hello "))
+        await agent.call("send", conn_id="k1", data=_wire.encode_data(b"vm"))
+        await agent.call("close", conn_id="k1")
+        await asyncio.wait_for(closed.wait(), 30)
+        assert b"".join(got) == b"HELLO VM"
+        server.close()
+        await server.wait_closed()
+        refused = await agent.call("connect", conn_id="k2", port=port)
+        assert refused["errno"] == errno.ECONNREFUSED
+        with pytest.raises(NotFoundError, match="no connection k2"):
+            await agent.call("send", conn_id="k2", data="")
 
     with_agent(tmp_path, body)
 
