@@ -290,7 +290,12 @@ def _rebuild(
     say: Callable[[str], None],
 ) -> Assets:
     if deb is None and package is None:
-        package = resolve_kernel_package()
+        try:
+            package = resolve_kernel_package()
+        except AssetsError:
+            say("apt knows no cloud kernel yet: apt-get update")
+            _run(["apt-get", "update", "-q"])
+            package = resolve_kernel_package()
     if package is None:
         assert deb is not None
         package = deb.name.split("_", 1)[0]
