@@ -63,13 +63,16 @@ def pod() -> Iterator[Pod]:
                 "kernel": str(assets.kernel),
                 "initrd": str(assets.initrd),
                 "boot_timeout": 300,
-            }
+            },
+            # The 2017 trust mechanism: untrusted pods go to the VM handler.
+            "crio.runtime": {"runtime_untrusted_workload": "clear"},
         }
     )
     node.use_loopback_network()
     made = Pod(node, vm_root)
     try:
-        made.pod_id = node.cri.run_pod(node.pod(host_network=False), runtime_handler="clear")
+        untrusted = {"io.kubernetes.cri-o.TrustedSandbox": "false"}
+        made.pod_id = node.cri.run_pod(node.pod(host_network=False, annotations=untrusted))
         made.ticker = node.cri.create(
             made.pod_id, container_config("ticker", ["sh", "-c", TICKER]), start=True
         )
@@ -82,6 +85,12 @@ def pod() -> Iterator[Pod]:
             mounts = Path("/proc/self/mountinfo").read_text()
             shutil.rmtree(vm_root, ignore_errors=True)
             assert str(vm_root) not in mounts
+
+
+def test_an_untrusted_pod_went_to_the_vm_handler(pod: Pod) -> None:
+    assert pod.node.cri.pod_status(pod.pod_id).runtime_handler == "clear"
+    release = pod.node.cri.exec(pod.ticker, ["uname", "-r"]).stdout.decode().strip()
+    assert release == vm_assets_or_skip().kernel_release
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
