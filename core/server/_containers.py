@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from crio.server.deps import Deps
     from crio.storage import Image
 
-__all__ = ["make_container", "pod_context"]
+__all__ = ["find_stored_image", "make_container", "pod_context"]
 
 
 def pod_context(deps: Deps, pod: SandboxRecord) -> PodContext:
@@ -74,7 +74,7 @@ async def _target_pid(deps: Deps, pod: SandboxRecord, request: ContainerRequest)
     return status.pid
 
 
-async def _find_image(deps: Deps, name: str) -> Image | None:
+async def find_stored_image(deps: Deps, name: str) -> Image | None:
     """The stored image: by exact key first, then as the image RPCs resolve short names."""
     store = store_of(deps)
     try:
@@ -101,7 +101,7 @@ async def make_container(
     Every step pushes its reversal on ``undo``.
     """
     store = store_of(deps)
-    image = await _find_image(deps, request.image)
+    image = await find_stored_image(deps, request.image)
     if image is None:
         raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store")
     image_config = deps.image_configs.get(image.id)

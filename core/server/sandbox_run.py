@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -23,15 +24,17 @@ from crio.oci.runtime import NamespaceMode
 from crio.oci.sysctls import validate_sysctls
 from crio.server import _cri_in
 from crio.server._common import Undo, new_id, runtime_of, sandbox_event, state_of
-from crio.server._containers import make_container, namespaces_with_pid
+from crio.server._containers import find_stored_image, make_container, namespaces_with_pid
 from crio.server._lifecycle import spawn_exit_watch
 from crio.server._restore import sandbox_spec
 from crio.server.deps import Deps
+from crio.server.image_pull import pull_image
 from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
 
 __all__ = ["TRUSTED_SANDBOX_ANNOTATION", "choose_handler", "run_pod_sandbox", "sandbox_run_dir"]
 
 RPC = "RunPodSandbox"
+log = logging.getLogger("crio.server")
 TRUSTED_SANDBOX_ANNOTATION = "io.kubernetes.cri-o.TrustedSandbox"
 
 
@@ -175,8 +178,11 @@ def pod_network(pod: SandboxRecord) -> PodNetwork:
 
 
 async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRecord:
-    """Run the pause container; the pod's PID namespace becomes its."""
+    """Run the pause container (pulled first if the store lacks it); the pod's PID ns is its."""
     image = deps.config.crio.image
+    if await find_stored_image(deps, image.pause_image) is None:
+        log.info("pulling the pause image %s", image.pause_image)
+        await pull_image(deps, api.PullImageRequest(image=api.ImageSpec(image=image.pause_image)))
     infra_id = new_id()
     request = ContainerRequest(
         name="POD",
