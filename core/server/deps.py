@@ -61,3 +61,5 @@ class Deps:
     streaming: StreamServer | None = None
     #: Image id (its config's digest) -> what a container inherits from that config.
     image_configs: dict[str, ImageConfig] = field(default_factory=dict)
+    #: Container id -> (record, its serialized CRI Container) for ListContainers.
+    wire_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict)
