@@ -93,7 +93,9 @@ class Node:
         }
 
 
-def start_node(extra: Mapping[str, Mapping[str, Any]] | None) -> Node:
+def start_node(
+    extra: Mapping[str, Mapping[str, Any]] | None = None, env: Mapping[str, str] | None = None
+) -> Node:
     for binary in ("/usr/bin/runc", "/usr/bin/crun", "/usr/bin/conmon"):
         if not os.access(binary, os.X_OK):
             pytest.skip(f"{binary} is not installed")
@@ -104,7 +106,7 @@ def start_node(extra: Mapping[str, Mapping[str, Any]] | None) -> Node:
         tables.setdefault(table, {}).update(keys)
     process = CrioProcess(tables)
     seed_images(process.base / "root", process.base / "runroot")
-    process.start()
+    process.start(env=env)
     channel = grpc.insecure_channel(f"unix://{process.socket}")
     return Node(process, Cri(channel), _channel=channel)
 
