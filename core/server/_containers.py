@@ -6,6 +6,7 @@ Shared by CreateContainer and by RunPodSandbox's infra container.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from crio.server.deps import Deps
     from crio.storage import Image
 
-__all__ = ["find_stored_image", "make_container", "pod_context"]
+__all__ = ["delete_layer", "find_stored_image", "make_container", "pod_context"]
 
 
 def pod_context(deps: Deps, pod: SandboxRecord) -> PodContext:
@@ -74,6 +75,14 @@ async def _target_pid(deps: Deps, pod: SandboxRecord, request: ContainerRequest)
     return status.pid
 
 
+async def delete_layer(deps: Deps, container_id: str) -> None:
+    """Unmount and remove a container's layer and store record (gone already is fine)."""
+    store = store_of(deps)
+    async with deps.layer_changes:
+        with contextlib.suppress(NotFoundError):
+            await store.delete_container(container_id)
+
+
 async def find_stored_image(deps: Deps, name: str) -> Image | None:
     """The stored image: by exact key first, then as the image RPCs resolve short names."""
     store = store_of(deps)
@@ -112,16 +121,17 @@ async def make_container(
         if len(deps.image_configs) >= 256:
             deps.image_configs.pop(next(iter(deps.image_configs)))
         deps.image_configs[image.id] = image_config
-    await store.create_container(
-        image.id,
-        names=[name_key],
-        container_id=container_id,
-        metadata=json.dumps(
-            {"pod-id": pod.pod_sandbox_id, "pod-name": pod.name, "image-name": request.image}
-        ),
-    )
-    undo.push("the container's layer", lambda: store.delete_container(container_id))
-    rootfs = await store.mount_container(container_id)
+    async with deps.layer_changes:
+        await store.create_container(
+            image.id,
+            names=[name_key],
+            container_id=container_id,
+            metadata=json.dumps(
+                {"pod-id": pod.pod_sandbox_id, "pod-name": pod.name, "image-name": request.image}
+            ),
+        )
+        undo.push("the container's layer", lambda: delete_layer(deps, container_id))
+        rootfs = await store.mount_container(container_id)
     bundle = Path(store.container_run_dir(container_id))
     await asyncio.to_thread(bundle.mkdir, parents=True, exist_ok=True)
     handler = deps.config.crio.runtime.runtimes.get(pod.runtime_handler)

@@ -7,7 +7,6 @@ The ``*_locked`` functions expect the caller to hold the container's lock
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from crio.errors import NotFoundError, OCIRuntimeError
 from crio.oci.runtime import ContainerState as RuntimeState
 from crio.oci.runtime import State
 from crio.server._common import publish, runtime_of, state_of
+from crio.server._containers import delete_layer
 from crio.state.hub import EventKind
 from crio.state.records import ContainerRecord, ContainerState
 
@@ -108,16 +108,9 @@ async def remove_container_locked(deps: Deps, ctr: ContainerRecord) -> None:
     different things once the process is gone, so they run together; the
     record goes last, so that a crash in between leaves a record to retry with.
     """
-    store = deps.store
-
-    async def delete_layer() -> None:
-        if store is not None:
-            with contextlib.suppress(NotFoundError):
-                await store.delete_container(ctr.container_id)
-
     results = await asyncio.gather(
         runtime_of(deps, ctr.runtime_handler).remove_container(ctr.container_id),
-        delete_layer(),
+        delete_layer(deps, ctr.container_id) if deps.store is not None else asyncio.sleep(0),
         return_exceptions=True,
     )
     for result in results:

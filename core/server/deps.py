@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,5 +62,8 @@ class Deps:
     streaming: StreamServer | None = None
     #: Image id (its config's digest) -> what a container inherits from that config.
     image_configs: dict[str, ImageConfig] = field(default_factory=dict)
+    #: Serialises this process's container-layer changes in the store: the store orders
+    #: in-process waiters with a thread each, so many at once could starve its own work.
+    layer_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Container id -> (record, its serialized CRI Container) for ListContainers.
     wire_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict)

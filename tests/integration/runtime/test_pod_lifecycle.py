@@ -124,3 +124,13 @@ def test_infra_container_when_drop_infra_ctr_is_off(make_node, handler: str) -> 
     node.cri.stop_pod(pod_id)
     node.cri.remove_pod(pod_id)
     assert not pause.exists()
+
+
+def test_removing_a_pod_with_many_containers(node: Node) -> None:
+    # Twelve containers removed at once once hung crio (the store's lock waiters
+    # filled the thread pool its own work needed).
+    pod_id = node.cri.run_pod(node.pod())
+    cids = [node.cri.create(pod_id, container_config(f"c{i}"), start=i % 2 == 0) for i in range(12)]
+    node.cri.rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    node.cri.rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    assert node.cri.containers() == [] and len(cids) == 12
