@@ -11,6 +11,7 @@ Core builds the OCI spec as if the container ran on the host. In a pod VM:
 - the network, UTS and IPC namespaces are the guest's own, which are the
   pod's: their entries (and ``hostname``, which needs a UTS namespace of the
   container's own) are dropped, so containers join the guest's;
+- the guest is cgroup v2 only: containers get a cgroup namespace;
 - PID namespace paths (``/proc/PID/ns/pid`` of the infra or target
   container) already name guest PIDs, because the runtime reports guest PIDs;
 - host devices and OCI hooks do not exist in the guest: dropped.
@@ -77,9 +78,14 @@ def guest_spec(
         mounts.append(mount)
     spec["mounts"] = mounts
     linux = dict(spec.get("linux") or {})
-    linux["namespaces"] = [
+    namespaces = [
         dict(ns) for ns in linux.get("namespaces") or [] if ns.get("type") not in SHARED_WITH_GUEST
     ]
+    if not any(ns.get("type") == "cgroup" for ns in namespaces):
+        # The guest is cgroup v2 only (whatever the host is): give the container
+        # its own view of it, as runc pods get on a cgroup v2 host.
+        namespaces.append({"type": "cgroup"})
+    linux["namespaces"] = namespaces
     linux.pop("devices", None)
     spec["linux"] = linux
     spec.pop("hostname", None)

@@ -321,6 +321,39 @@ def test_port_forward_into_the_pod_vm(clear: ClearNode) -> None:
     raise AssertionError("the pod VM never listened on 8081")
 
 
+def test_resources_are_updated_in_the_guest_and_pod_stats_come_from_it(clear: ClearNode) -> None:
+    cid = clear.cri.create(clear.pod_id, container_config("res"), start=True)
+    limit = 96 * 1024 * 1024
+    clear.cri.rt.UpdateContainerResources(
+        api.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api.LinuxContainerResources(memory_limit_in_bytes=limit)
+        )
+    )
+    # cgroup v2 in the guest: crun turned the v1-style limit into memory.max,
+    # which the container sees at the root of its cgroup namespace.
+    assert clear.cri.exec(cid, ["cat", "/proc/self/cgroup"]).stdout == b"0::/\n"
+    inside = clear.cri.exec(cid, ["cat", "/sys/fs/cgroup/memory.max"]).stdout.decode().strip()
+    assert inside == str(limit)
+    stats = clear.cri.rt.PodSandboxStats(
+        api.PodSandboxStatsRequest(pod_sandbox_id=clear.pod_id)
+    ).stats
+    assert stats.linux.cpu.usage_core_nano_seconds.value > 0
+    assert stats.linux.memory.working_set_bytes.value > 0
+    names = [i.name for i in stats.linux.network.interfaces] or [
+        stats.linux.network.default_interface.name
+    ]
+    assert "eth0" in names, stats.linux.network
+    clear.cri.stop(cid)
+    clear.cri.remove(cid)
+
+
+def test_node_namespaces_are_refused_for_vm_pods(clear: ClearNode) -> None:
+    for kwargs in ({"host_network": True}, {"host_network": False, "pid": api.NODE}):
+        error = rpc_error(clear.cri.run_pod, clear.node.pod(**kwargs), runtime_handler="clear")
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "namespace_options" in error.details() and "runtime_type 'vm'" in error.details()
+
+
 def test_zz_stopping_and_removing_the_pod_leaves_nothing(clear: ClearNode) -> None:
     cid = clear.cri.create(clear.pod_id, container_config("last"), start=True)
     run_dir = next(clear.vm_root.iterdir())

@@ -74,6 +74,15 @@ def test_pod_namespaces_are_the_guests_and_host_things_go() -> None:
     assert spec["linux"]["resources"] == {"memory": {"limit": 1 << 28}}
 
 
+def test_containers_get_a_cgroup_namespace_in_the_cgroup_v2_guest() -> None:
+    core = _core_spec()
+    core["linux"]["namespaces"] = [{"type": "mount"}, {"type": "network", "path": "/x"}]
+    assert guest_spec(core, GUEST_DIR).spec["linux"]["namespaces"] == [
+        {"type": "mount"},
+        {"type": "cgroup"},
+    ]
+
+
 def test_the_input_is_not_changed() -> None:
     original = _core_spec()
     guest_spec(original, GUEST_DIR)
