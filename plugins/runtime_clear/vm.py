@@ -81,6 +81,9 @@ class VMSpec:
     virtiofsd: str = "/usr/lib/qemu/virtiofsd"
     guest_python: str = "/usr/bin/python3"
     kernel_args: Sequence[str] = field(default_factory=tuple)
+    #: More qemu arguments, e.g. a disk for the guest:
+    #: ``("-drive", "file=F,if=none,id=d0,format=raw", "-device", "virtio-blk-device,drive=d0")``.
+    qemu_args: Sequence[str] = field(default_factory=tuple)
     kill_grace: float = 5.0
 
     @property
@@ -179,7 +182,7 @@ class VM:
             "virtiofsd": spec.virtiofsd,
             "netns": spec.netns,
             "kill_grace": spec.kill_grace,
-            "qemu": qemu_argv(settings),
+            "qemu": [*qemu_argv(settings), *spec.qemu_args],
         }
         (spec.run_dir / "vm.json").write_text(json.dumps(config, indent=1))
         try:

@@ -29,6 +29,8 @@ from support.vm import LoopThread, busybox_rootfs, vm_assets_or_skip
 
 pytestmark = pytest.mark.slow
 
+DISK_BYTES = 8 << 20
+
 
 class Booted:
     def __init__(self, loop: LoopThread, vm: VM, base: Path) -> None:
@@ -46,7 +48,19 @@ def booted() -> Iterator[Booted]:
     assets = vm_assets_or_skip()
     base = Path(tempfile.mkdtemp(prefix="crio-vm-", dir="/tmp"))
     loop = LoopThread()
-    spec = VMSpec(run_dir=base / "vm", kernel=assets.kernel, initrd=assets.initrd, hostname="podvm")
+    disk = base / "disk.img"
+    with open(disk, "wb") as handle:
+        handle.truncate(DISK_BYTES)
+    spec = VMSpec(
+        run_dir=base / "vm",
+        kernel=assets.kernel,
+        initrd=assets.initrd,
+        hostname="podvm",
+        qemu_args=(
+            "-drive", f"file={disk},if=none,id=d0,format=raw",
+            "-device", "virtio-blk-device,drive=d0",
+        ),
+    )  # fmt: skip
     vm = loop.run(VM.boot(spec, timeout=240))
     print(f"\nVM booted to ready in {vm.boot_seconds:.2f}s with {vm.accel}")
     try:
@@ -180,6 +194,16 @@ def test_more_modules_load_from_the_stored_tree(booted: Booted) -> None:
     assert booted.run(["test", "-d", "/sys/module/dm_mod"]).exit_code == 0
     with pytest.raises(NotFoundError, match="no module nonexistent_mod"):
         booted.call("modprobe", names=["nonexistent_mod"], modules_dir=str(assets.modules_dir))
+
+
+def test_an_extra_disk_shows_up_once_its_driver_is_loaded(booted: Booted) -> None:
+    assets = vm_assets_or_skip()
+    booted.call("modprobe", names=["virtio_blk"], modules_dir=str(assets.modules_dir))
+    size = booted.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do "
+                                   "test -b /dev/vda && break; sleep 0.5; done; "
+                                   "cat /sys/block/vda/size"])  # fmt: skip
+    assert size.exit_code == 0, size.stderr
+    assert int(size.stdout) * 512 == DISK_BYTES
 
 
 def test_zz_killing_the_vm_reports_why_and_leaves_nothing(booted: Booted) -> None:
