@@ -60,4 +60,6 @@ async def status(deps: Deps, req: api.StatusRequest) -> api.StatusResponse:
                 for p in deps.plugins.infos()
             ]
         )
+        # How many GetContainerEvents streams are open (clients wait for theirs to count).
+        info["containerEventStreams"] = str(deps.events.subscribers)
     return api.StatusResponse(status=api.RuntimeStatus(conditions=conditions), info=info)

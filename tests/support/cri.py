@@ -211,7 +211,17 @@ class EventWatch:
     """GetContainerEvents opened before an action, read until the expected event."""
 
     def __init__(self, cri: Cri, timeout: float = 60.0) -> None:
+        self._cri = cri
+        before = self._before = self._streams(cri)
         self._stream = cri.rt.GetContainerEvents(api.GetEventsRequest(), timeout=timeout)
+        # The server subscribes when its handler first runs: wait for that, so that
+        # an event caused right after this returns cannot slip past the stream.
+        wait_until(lambda: self._streams(cri) > before, what="the event stream is open")
+
+    @staticmethod
+    def _streams(cri: Cri) -> int:
+        info = cri.rt.Status(api.StatusRequest(verbose=True)).info
+        return int(info.get("containerEventStreams", "0"))
 
     def wait(self, container_id: str, kind: int) -> api.ContainerEventResponse:
         for event in self._stream:
@@ -220,7 +230,9 @@ class EventWatch:
         raise AssertionError(f"event stream ended before event {kind} of {container_id}")
 
     def close(self) -> None:
+        """End the stream, and wait until the server has let go of it too."""
         self._stream.cancel()
+        wait_until(lambda: self._streams(self._cri) <= self._before, what="the stream ended")
 
     def __enter__(self) -> EventWatch:
         return self
