@@ -75,7 +75,7 @@ _LIST_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_BUILTIN_COMMANDS = ("config", "plugins", "version")
+_BUILTIN_COMMANDS = ("check", "config", "plugins", "version")
 _COMMAND_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
@@ -168,6 +168,16 @@ def _parser(commands: Commands | None = None) -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list the plugins found and whether they loaded")
     plugins.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("version", help="print crio's version")
+    check = sub.add_parser(
+        "check",
+        help="report store and state consistency and what crashes left; --repair fixes it",
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="finish interrupted operations, release orphans, repair the store (crio stopped)",
+    )
+    check.add_argument("--format", choices=("text", "json"), default="text")
     for command in commands or ():
         added = sub.add_parser(command.name, help=command.help, description=command.help)
         if command.arguments is not None:
@@ -226,6 +236,25 @@ def _print_plugins(plugins: Plugins, fmt: str) -> None:
         print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row[:4])) + "  " + row[4])
 
 
+def _run_check(args: argparse.Namespace, cfg: config.Config, plugins: Plugins) -> int:
+    """Exit status 0: nothing (left) to repair; 1: problems remain (listed)."""
+    from crio.check import check
+
+    report = asyncio.run(check(cfg, plugins, repair=args.repair))
+    if args.format == "json":
+        print(report.to_json())
+    else:
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        for line in report.problems:
+            print(f"problem: {line}")
+        print(
+            f"crio check: {len(report.problems)} problem(s)"
+            + (f", {len(report.repaired)} repaired" if args.repair else "")
+        )
+    return 1 if report.problems else 0
+
+
 def _run_daemon(args: argparse.Namespace, cfg: config.Config, plugins: Plugins) -> None:
     from crio import daemon  # grpc and the stubs load only for the daemon
 
@@ -260,6 +289,8 @@ def main(argv: Sequence[str] | None = None, plugins: Plugins | None = None) -> i
         if args.command == "plugins":
             _print_plugins(plugins, args.format)
             return 0
+        if args.command == "check":
+            return _run_check(args, cfg, plugins)
         command = commands.get(args.command or "")
         if command is not None:
             return command.run(args, cfg)

@@ -26,6 +26,7 @@ from crio.oci.container import SpecDefaults
 from crio.oci.runtime import Runtime
 from crio.plugins import Plugins
 from crio.server import HANDLERS
+from crio.server._reconcile import reconcile
 from crio.server._restore import restore
 from crio.server.deps import Deps
 from crio.server.service import generic_handlers
@@ -33,7 +34,7 @@ from crio.state.store import StateStore
 from crio.storage import Store
 from crio.streaming.server import StreamServer
 
-__all__ = ["SocketInUseError", "claim_socket", "serve"]
+__all__ = ["SocketInUseError", "claim_socket", "close_components", "serve", "start_components"]
 
 log = logging.getLogger("crio")
 
@@ -75,7 +76,7 @@ def claim_socket(path: Path) -> None:
 
 
 @dataclass(slots=True)
-class _Components:
+class Components:
     runtimes: dict[str, Runtime]
     network: Network | None
     network_error: str
@@ -91,7 +92,7 @@ def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
     }
 
 
-async def _open_store(config: Config, plugins: Plugins) -> Store:
+async def _open_store(config: Config, plugins: Plugins, readonly: bool = False) -> Store:
     """An unknown or unsupported storage_driver stops crio here."""
     store = await Store.open(
         config.crio.root,
@@ -99,14 +100,17 @@ async def _open_store(config: Config, plugins: Plugins) -> Store:
         config.crio.storage_driver,
         config.crio.storage_option,
         plugins,
+        repair=not readonly,
     )
     log.info("store at %s (run %s) with driver %s", store.root, store.runroot, store.driver.name)
     return store
 
 
-async def _start_components(config: Config, plugins: Plugins) -> _Components:
+async def start_components(config: Config, plugins: Plugins, readonly: bool = False) -> Components:
+    """The runtimes, store, network and state store, started (``crio check``: ``readonly``:
+    the store and the state store are opened without repairing anything)."""
     selected = _select_runtimes(config, plugins)
-    store = await _open_store(config, plugins)
+    store = await _open_store(config, plugins, readonly)
     runtimes: dict[str, Runtime] = {}
     try:
         for name, runtime in selected.items():
@@ -127,10 +131,10 @@ async def _start_components(config: Config, plugins: Plugins) -> _Components:
         # Pods with host networking still work; NetworkReady says why others do not.
         network, network_error = None, str(exc)
         log.warning("no pod network: %s", exc)
-    parts = _Components(runtimes, network, network_error, store)
+    parts = Components(runtimes, network, network_error, store)
     try:
         parts.state = StateStore(Path(config.crio.state_dir))
-        for problem in await parts.state.open():
+        for problem in await parts.state.open(readonly=readonly):
             log.error("%s", problem)
     except BaseException:
         await _close_all([*runtimes.values(), *([network] if network else []), store])
@@ -168,15 +172,12 @@ def _use_larger_executor() -> None:
     )
 
 
-async def _collect_network_garbage(deps: Deps) -> None:
-    """Detach pods the network has a record of but the state does not (lost mid-RunPodSandbox)."""
-    if deps.network is None or deps.state is None:
-        return
-    known = [pod.pod_sandbox_id for pod in deps.state.sandboxes()]
-    try:
-        await deps.network.gc(known)
-    except CrioError as exc:
-        log.warning("could not clean up the network of lost pods: %s", exc)
+async def close_components(parts: Components) -> None:
+    """Close what :func:`start_components` started (containers keep running)."""
+    await _close_all(parts.runtimes.values())
+    if parts.network is not None:
+        await _close_all([parts.network])
+    await _close_all([parts.store])
 
 
 async def _close_all(closables: object) -> None:
@@ -210,7 +211,7 @@ async def serve(
     _use_pidfd_child_watcher()
     _use_larger_executor()
     plugins.configure(config)
-    parts = await _start_components(config, plugins)
+    parts = await start_components(config, plugins)
     streaming = StreamServer(config.crio.api)
     deps = Deps(
         store=parts.store,
@@ -224,7 +225,8 @@ async def serve(
         streaming=streaming,
     )
     await restore(deps)
-    await _collect_network_garbage(deps)
+    # Finish what a crash interrupted and release what no record names (logged one by one).
+    await reconcile(deps, repair=True)
     api = config.crio.api
     server = grpc.aio.server(
         options=[
@@ -247,10 +249,7 @@ async def serve(
         await streaming.close()  # ends exec/attach sessions: their processes are killed
         deps.events.close()
         await deps.tasks.close()
-        await _close_all(parts.runtimes.values())
-        if parts.network is not None:
-            await _close_all([parts.network])
-        await _close_all([parts.store])
+        await close_components(parts)
         with contextlib.suppress(FileNotFoundError):
             listen.unlink()
         log.info("crio stopped")

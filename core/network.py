@@ -133,11 +133,14 @@ class Network(Protocol):
     async def update_pod_cidr(self, pod_cidr: str) -> None:
         """UpdateRuntimeConfig's pod CIDR (``"v4"`` or ``"v4,v6"``), for pods set up from now on."""
 
-    async def gc(self, valid_pod_sandbox_ids: Collection[str]) -> None:
+    async def gc(self, valid_pod_sandbox_ids: Collection[str], dry_run: bool = False) -> list[str]:
         """Detach every recorded pod whose id is not in ``valid_pod_sandbox_ids``.
 
         Core calls it after restoring its pods at start-up, so that attachments
-        of pods it lost (e.g. killed during RunPodSandbox) are cleaned up.
+        of pods it lost (e.g. killed during RunPodSandbox) are cleaned up;
+        ``crio check`` calls it with ``dry_run`` to only list them.
+
+        :returns: one line per attachment detached (or that would be).
         """
 
 

@@ -14,7 +14,7 @@ Failures are raised as :class:`crio.errors.CrioError` subclasses, usually
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +24,7 @@ __all__ = [
     "ContainerState",
     "ContainerStats",
     "ExecResult",
+    "GarbageCollector",
     "InterfaceStats",
     "NamespaceMode",
     "PodNamespaces",
@@ -343,3 +344,33 @@ class Runtime(Protocol):
 
     async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats:
         """Sample the resource use of the whole pod (its cgroup and network)."""
+
+
+@runtime_checkable
+class GarbageCollector(Protocol):
+    """What a :class:`Runtime` may also do: release what a crash left, by id.
+
+    Optional: core calls it on the runtimes that have it (``isinstance``), at
+    start-up and from ``crio check``.
+    """
+
+    async def collect_garbage(
+        self,
+        sandbox_ids: Collection[str],
+        container_ids: Collection[str],
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Release what this runtime holds for pods and containers core does not know.
+
+        Called at start-up once every recorded object is restored and every
+        interrupted operation is finished (and by ``crio check``), with the
+        ids of every pod and container crio knows, of every handler. What the
+        runtime finds for other ids (monitor processes, its state directories,
+        exit files, attach sockets, pinned namespaces) was left by a crash and
+        is released, unless ``dry_run``. Never touches a known pod or container;
+        several handlers may share directories (exits, namespaces), so only
+        ids outside both collections count.
+
+        :returns: one line per object released (or that would be), naming it
+            and saying what it was.
+        """

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from crio.errors import CrioError, UnavailableError
 from crio.events import ContainerEvent, SandboxEvent
 from crio.state.hub import ContainerChange, EventKind
+from crio.state.intents import Intent
 from crio.state.records import ContainerRecord, SandboxRecord
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Undo",
+    "begin_intent",
     "container_event",
     "labels_match",
     "new_id",
@@ -125,11 +127,13 @@ class Undo:
     """Steps that reverse a half-done operation, run last-in first-out on failure.
 
     A failing step is logged and the others still run: the caller's error
-    is the one that matters.
+    is the one that matters. ``failed`` tells later steps that something
+    could not be undone (an intent record is then kept for the next start).
     """
 
     def __init__(self, what: str) -> None:
         self.what = what
+        self.failed = False
         self._steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
 
     def push(self, name: str, step: Callable[[], Awaitable[Any]]) -> None:
@@ -140,5 +144,30 @@ class Undo:
             name, step = self._steps.pop()
             try:
                 await step()
-            except Exception:
-                log.exception("%s: undoing %s failed", self.what, name)
+            except Exception as exc:
+                self.failed = True
+                log.error("%s: undoing %s failed: %s", self.what, name, exc, exc_info=exc)
+
+
+async def begin_intent(deps: Deps, intent: Intent, undo: Undo | None = None) -> None:
+    """Record ``intent`` durably; with ``undo``, it is dropped last when undone cleanly.
+
+    When some step could not be undone the intent stays, and the next start
+    of crio finishes the job (see :mod:`crio.server._reconcile`).
+    """
+    state = state_of(deps)
+    await state.begin(intent)
+    if undo is None:
+        return
+
+    async def drop() -> None:
+        if undo.failed:
+            log.error(
+                "%s: %s could not be undone completely; crio finishes that at its next start",
+                intent.subject,
+                intent.operation.value,
+            )
+            return
+        state.end(intent.object_id)
+
+    undo.push("the intent record", drop)

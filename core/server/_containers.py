@@ -18,8 +18,9 @@ from crio.image.local import find_image
 from crio.oci.container import ContainerRequest, ImageConfig, PodContext
 from crio.oci.runtime import ContainerSpec, NamespaceMode, PodNamespaces
 from crio.oci.spec import build_spec, parse_signal
-from crio.server._common import Undo, runtime_of, state_of, store_of
+from crio.server._common import Undo, begin_intent, runtime_of, state_of, store_of
 from crio.server._images import settings
+from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerRecord, SandboxRecord
 
 if TYPE_CHECKING:
@@ -113,6 +114,21 @@ async def make_container(
     image = await find_stored_image(deps, request.image)
     if image is None:
         raise NotFoundError(f"{image_field}: image {request.image!r} is not in the store")
+    bundle = Path(store.container_run_dir(container_id))
+    # Before the store and the runtime make anything: a crash from here on is rolled
+    # back at the next start. The caller ends the intent once the record is saved.
+    intended = ContainerRecord(
+        container_id=container_id,
+        pod_sandbox_id=pod.pod_sandbox_id,
+        name=request.name,
+        attempt=request.attempt,
+        runtime_handler=pod.runtime_handler,
+        created_at=deps.clock(),
+        bundle=str(bundle),
+        image=request.image,
+        infra=infra,
+    )
+    await begin_intent(deps, Intent(Operation.CREATE_CONTAINER, container=intended), undo)
     image_config = deps.image_configs.get(image.id)
     if image_config is None:
         # An image's id is its config's digest: what was read once stays true.
@@ -132,7 +148,6 @@ async def make_container(
         )
         undo.push("the container's layer", lambda: delete_layer(deps, container_id))
         rootfs = await store.mount_container(container_id)
-    bundle = Path(store.container_run_dir(container_id))
     await asyncio.to_thread(bundle.mkdir, parents=True, exist_ok=True)
     handler = deps.config.crio.runtime.runtimes.get(pod.runtime_handler)
     defaults = deps.spec_defaults

@@ -22,7 +22,7 @@ from crio.state.records import ContainerRecord, ContainerState, SandboxRecord
 if TYPE_CHECKING:
     from crio.server.deps import Deps
 
-__all__ = ["restore", "sandbox_spec"]
+__all__ = ["container_spec", "restore", "sandbox_spec"]
 
 log = logging.getLogger("crio.server")
 
@@ -48,7 +48,7 @@ def sandbox_spec(pod: SandboxRecord) -> SandboxSpec:
     )
 
 
-def _container_spec(ctr: ContainerRecord) -> ContainerSpec:
+def container_spec(ctr: ContainerRecord) -> ContainerSpec:
     return ContainerSpec(
         container_id=ctr.container_id,
         pod_sandbox_id=ctr.pod_sandbox_id,
@@ -72,7 +72,7 @@ async def _restore_container(deps: Deps, ctr: ContainerRecord) -> None:
             ctr.runtime_handler,
         )
         return
-    status = await runtime.restore_container(_container_spec(ctr))
+    status = await runtime.restore_container(container_spec(ctr))
     if ctr.state is ContainerState.EXITED:
         return
     if status.state is State.STOPPED:
@@ -115,11 +115,6 @@ async def restore(deps: Deps) -> None:
             await _restore_container(deps, ctr)
         except CrioError as exc:
             log.error("container %s could not be restored: %s", ctr.container_id, exc)
-    if deps.network is not None:
-        try:
-            await deps.network.gc([p.pod_sandbox_id for p in state.sandboxes()])
-        except CrioError as exc:
-            log.error("cleaning up the network of lost pods failed: %s", exc)
     log.info(
         "restored %d pod sandbox(es) and %d container(s)",
         len(state.sandboxes()),

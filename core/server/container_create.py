@@ -6,12 +6,13 @@ import logging
 
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError, WrongStateError
+from crio.oci.container import ContainerRequest
 from crio.server._common import Undo, new_id, publish, state_of
 from crio.server._containers import make_container
 from crio.server._cri_in import container_request, require
 from crio.server.deps import Deps
 from crio.state.hub import EventKind
-from crio.state.records import SandboxState, container_name_key
+from crio.state.records import SandboxRecord, SandboxState, container_name_key
 
 __all__ = ["create_container"]
 
@@ -27,7 +28,16 @@ async def create_container(
         raise InvalidRequestError(f"{RPC}: config is missing")
     request = container_request(req.config)
     state = state_of(deps)
-    pod = state.sandbox(req.pod_sandbox_id)
+    pod_id = state.sandbox(req.pod_sandbox_id).pod_sandbox_id
+    # Shared: containers of one pod are made in parallel, but never while it is stopped.
+    async with state.pod_lock(pod_id).shared():
+        return await _create_locked(deps, req, request, state.sandbox(pod_id))
+
+
+async def _create_locked(
+    deps: Deps, req: api.CreateContainerRequest, request: ContainerRequest, pod: SandboxRecord
+) -> api.CreateContainerResponse:
+    state = state_of(deps)
     if pod.state is not SandboxState.READY:
         raise WrongStateError(
             f"{RPC}: pod sandbox {pod.pod_sandbox_id} is not ready (it was stopped)"
@@ -52,6 +62,7 @@ async def create_container(
         await undo.unwind()
         state.release_name(key, container_id)
         raise
+    state.end(container_id)
     log.info("container %s (%s) created in pod %s", container_id, key, pod.pod_sandbox_id)
     publish(deps, EventKind.CREATED, record)
     return api.CreateContainerResponse(container_id=container_id)

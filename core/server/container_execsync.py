@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from crio.api import api_pb2 as api
-from crio.errors import InvalidRequestError, WrongStateError
+from crio.errors import InvalidRequestError, OCIRuntimeError, WrongStateError
+from crio.oci.runtime import State
 from crio.server._common import runtime_of, state_of
 from crio.server._cri_in import require
 from crio.server.deps import Deps
@@ -23,9 +24,16 @@ async def exec_sync(deps: Deps, req: api.ExecSyncRequest) -> api.ExecSyncRespons
         raise WrongStateError(
             f"ExecSync: container {ctr.container_id} is {ctr.state.value}, not running"
         )
-    result = await runtime_of(deps, ctr.runtime_handler).exec_sync(
-        ctr.container_id, list(req.cmd), float(req.timeout)
-    )
+    runtime = runtime_of(deps, ctr.runtime_handler)
+    try:
+        result = await runtime.exec_sync(ctr.container_id, list(req.cmd), float(req.timeout))
+    except OCIRuntimeError as exc:
+        # The container ended while the command was being started: not crio's failure.
+        if (await runtime.container_state(ctr.container_id)).state is State.STOPPED:
+            raise WrongStateError(
+                f"ExecSync: container {ctr.container_id} exited while the command started: {exc}"
+            ) from exc
+        raise
     return api.ExecSyncResponse(
         stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
     )

@@ -6,11 +6,12 @@ import logging
 
 from crio.api import api_pb2 as api
 from crio.errors import NotFoundError
-from crio.server._common import publish, state_of
+from crio.server._common import begin_intent, publish, state_of
 from crio.server._cri_in import require
 from crio.server._lifecycle import remove_container_locked, stop_container_locked
 from crio.server.deps import Deps
 from crio.state.hub import EventKind
+from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerState
 
 __all__ = ["remove_container"]
@@ -34,10 +35,15 @@ async def remove_container(
             ctr = state.container(container_id)
         except NotFoundError:
             return api.RemoveContainerResponse()
-        if ctr.state is not ContainerState.EXITED:
-            stopped = await stop_container_locked(deps, ctr, 0)
-            ctr = stopped or state.container(container_id)
-        await remove_container_locked(deps, ctr)
+        # A crash from here on is rolled forward at the next start.
+        await begin_intent(deps, Intent(Operation.REMOVE_CONTAINER, container=ctr))
+        try:
+            if ctr.state is not ContainerState.EXITED:
+                stopped = await stop_container_locked(deps, ctr, 0)
+                ctr = stopped or state.container(container_id)
+            await remove_container_locked(deps, ctr)
+        finally:
+            state.end(container_id)
     if stopped is not None:
         publish(deps, EventKind.STOPPED, stopped)
     publish(deps, EventKind.DELETED, ctr)

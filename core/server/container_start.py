@@ -11,7 +11,7 @@ from crio.server._cri_in import require
 from crio.server._lifecycle import record_exit_locked, spawn_exit_watch
 from crio.server.deps import Deps
 from crio.state.hub import EventKind
-from crio.state.records import ContainerState
+from crio.state.records import ContainerRecord, ContainerState
 
 __all__ = ["start_container"]
 
@@ -19,7 +19,16 @@ __all__ = ["start_container"]
 async def start_container(deps: Deps, req: api.StartContainerRequest) -> api.StartContainerResponse:
     require(req.container_id, "container_id", "StartContainer")
     state = state_of(deps)
-    container_id = state.container(req.container_id).container_id
+    found = state.container(req.container_id)
+    async with state.pod_lock(found.pod_sandbox_id).shared():
+        ctr = await _start_locked(deps, found.container_id)
+    spawn_exit_watch(deps, ctr)
+    publish(deps, EventKind.STARTED, ctr)
+    return api.StartContainerResponse()
+
+
+async def _start_locked(deps: Deps, container_id: str) -> ContainerRecord:
+    state = state_of(deps)
     async with state.lock(container_id):
         ctr = state.container(container_id)
         if ctr.state is not ContainerState.CREATED:
@@ -44,6 +53,4 @@ async def start_container(deps: Deps, req: api.StartContainerRequest) -> api.Sta
             pid=status.pid,
         )
         await state.save_container(ctr)
-    spawn_exit_watch(deps, ctr)
-    publish(deps, EventKind.STARTED, ctr)
-    return api.StartContainerResponse()
+    return ctr

@@ -23,18 +23,34 @@ from crio.oci.podfiles import (
 from crio.oci.runtime import NamespaceMode
 from crio.oci.sysctls import validate_sysctls
 from crio.server import _cri_in
-from crio.server._common import Undo, new_id, runtime_of, sandbox_event, state_of
+from crio.server._common import (
+    Undo,
+    begin_intent,
+    new_id,
+    runtime_of,
+    sandbox_event,
+    state_of,
+)
 from crio.server._containers import find_stored_image, make_container, namespaces_with_pid
 from crio.server._lifecycle import spawn_exit_watch
 from crio.server._restore import sandbox_spec
 from crio.server.deps import Deps
 from crio.server.image_pull import pull_image
+from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
 
-__all__ = ["TRUSTED_SANDBOX_ANNOTATION", "choose_handler", "run_pod_sandbox", "sandbox_run_dir"]
+__all__ = [
+    "HANDLER_FILE",
+    "TRUSTED_SANDBOX_ANNOTATION",
+    "choose_handler",
+    "run_pod_sandbox",
+    "sandbox_run_dir",
+]
 
 RPC = "RunPodSandbox"
 log = logging.getLogger("crio.server")
+#: A file of the pod's run directory naming its runtime handler.
+HANDLER_FILE = "runtime_handler"
 TRUSTED_SANDBOX_ANNOTATION = "io.kubernetes.cri-o.TrustedSandbox"
 
 
@@ -103,7 +119,13 @@ def _files(pod: SandboxRecord, dns: api.DNSConfig) -> dict[str, bytes]:
             hosts = render_hosts(pod.hostname)
     else:
         hosts = render_hosts(pod.hostname, pod.ips)
-    return {"hostname": render_hostname(pod.hostname), "hosts": hosts, "resolv.conf": resolv}
+    return {
+        "hostname": render_hostname(pod.hostname),
+        "hosts": hosts,
+        "resolv.conf": resolv,
+        # Which runtime made the pod, for releasing it should its record be lost.
+        HANDLER_FILE: pod.runtime_handler.encode(),
+    }
 
 
 def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
@@ -214,6 +236,7 @@ async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRec
         record, state=ContainerState.RUNNING, started_at=status.started_at, pid=status.pid
     )
     await state_of(deps).save_container(record)
+    state_of(deps).end(infra_id)
     undo.push("the infra record", lambda: state_of(deps).remove_container(infra_id))
     spawn_exit_watch(deps, record)
     namespaces = pod.namespaces
@@ -237,6 +260,8 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
     state.reserve_name(pod.name_key, pod_id)
     undo = Undo(f"pod sandbox {pod_id}")
     try:
+        # Before anything is made: a crash from here on is rolled back at the next start.
+        await begin_intent(deps, Intent(Operation.RUN_POD_SANDBOX, sandbox=pod), undo)
         run_dir = Path(pod.run_dir)
         undo.push("the run directory", lambda: asyncio.to_thread(shutil.rmtree, run_dir, True))
         # The pod's files and its namespaces do not depend on each other.
@@ -272,5 +297,6 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
         await undo.unwind()
         state.release_name(pod.name_key, pod_id)
         raise
+    state.end(pod_id)
     deps.plugins.notify("crio_sandbox_created", sandbox=sandbox_event(pod))
     return api.RunPodSandboxResponse(pod_sandbox_id=pod_id)

@@ -70,6 +70,6 @@ async def stop_pod_sandbox(
         # CRI: stopping what is already gone is success.
         log.info("StopPodSandbox: pod sandbox %s is already gone", req.pod_sandbox_id)
         return api.StopPodSandboxResponse()
-    async with state.lock(pod.pod_sandbox_id):
+    async with state.pod_lock(pod.pod_sandbox_id).exclusive():
         await stop_pod_locked(deps, state.sandbox(pod.pod_sandbox_id))
     return api.StopPodSandboxResponse()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from crio.state.hub import ContainerChange, EventHub, EventKind
+from crio.state.intents import Intent, Operation
+from crio.state.locks import PodLock
 from crio.state.records import (
     ContainerRecord,
     ContainerState,
@@ -21,6 +23,9 @@ __all__ = [
     "DnsConfig",
     "EventHub",
     "EventKind",
+    "Intent",
+    "Operation",
+    "PodLock",
     "SandboxRecord",
     "SandboxState",
     "StateStore",

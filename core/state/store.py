@@ -4,6 +4,7 @@ Layout under ``[crio] state_dir``::
 
     sandboxes/ID.json     one SandboxRecord each
     containers/ID.json    one ContainerRecord each
+    pending/ID.json       one Intent each: an operation in progress (see intents.py)
 
 Every ``save_*`` and ``remove_*`` returns only once the change is on disk
 (temporary file, fsync, rename, fsync of the directory, in a worker thread),
@@ -14,19 +15,25 @@ silently dropped.
 
 Names (``k8s_NAME_NAMESPACE_UID_ATTEMPT``) are reserved in memory for the
 life of an object, and rebuilt from the records on open.
+
+``open(readonly=True)`` (``crio check``) reads without changing anything:
+problems are reported, nothing is moved aside.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from crio.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
+from crio.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, WrongStateError
 from crio.state._atomic import remove_durably, write_durably
+from crio.state.intents import Intent
+from crio.state.locks import PodLock
 from crio.state.records import ContainerRecord, SandboxRecord, container_name_key
 
 __all__ = ["StateStore"]
@@ -44,18 +51,27 @@ class StateStore:
         self._by_pod: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pod_locks: dict[str, PodLock] = {}
         self._write_locks: dict[str, asyncio.Lock] = {}
+        self._intents: dict[str, Intent] = {}
+        self._readonly = False
 
     # -- opening ----------------------------------------------------------
 
-    async def open(self) -> list[str]:
-        """Create the directories and load every record; return the problems found."""
+    async def open(self, readonly: bool = False) -> list[str]:
+        """Create the directories and load every record; return the problems found.
+
+        :param readonly: change nothing on disk (unreadable records are
+            reported, not moved aside; no directory is created).
+        """
+        self._readonly = readonly
         return await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> list[str]:
         problems: list[str] = []
-        for sub in ("sandboxes", "containers"):
-            (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for sub in ("sandboxes", "containers", "pending"):
+            if not self._readonly:
+                (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         for path, data in self._read_all(self.state_dir / "sandboxes", problems):
             try:
                 pod = SandboxRecord.from_json(data)
@@ -81,15 +97,29 @@ class StateStore:
             self._by_pod.setdefault(ctr.pod_sandbox_id, set()).add(ctr.container_id)
             if pod is not None:
                 self._names[container_name_key(ctr.name, ctr.attempt, pod)] = ctr.container_id
+        for path, data in self._read_all(self.state_dir / "pending", problems):
+            try:
+                intent = Intent.from_json(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(self._quarantine(path, f"not an intent record: {exc}"))
+                continue
+            self._intents[intent.object_id] = intent
         return problems
 
     def _read_all(
         self, directory: Path, problems: list[str]
     ) -> Iterable[tuple[Path, dict[str, object]]]:
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for entry in entries:
             if entry.name.startswith("."):
                 # A temporary file of a write that never finished: the old record stands.
-                os.unlink(entry.path)
+                if self._readonly:
+                    problems.append(f"state: {entry.path} is left from an unfinished write")
+                else:
+                    os.unlink(entry.path)
                 continue
             if not entry.name.endswith(".json"):
                 continue
@@ -104,8 +134,9 @@ class StateStore:
                 continue
             yield path, data
 
-    @staticmethod
-    def _quarantine(path: Path, why: str) -> str:
+    def _quarantine(self, path: Path, why: str) -> str:
+        if self._readonly:
+            return f"state record {path} {why}"
         aside = path.with_name(path.name + ".corrupt")
         os.replace(path, aside)
         return f"state record {path} {why}; moved to {aside}"
@@ -138,6 +169,9 @@ class StateStore:
         pod = self._sandboxes.pop(pod_sandbox_id, None)
         self._by_pod.pop(pod_sandbox_id, None)
         self._locks.pop(pod_sandbox_id, None)
+        lock = self._pod_locks.get(pod_sandbox_id)
+        if lock is not None and lock.idle:
+            del self._pod_locks[pod_sandbox_id]
         if pod is not None:
             self.release_name(pod.name_key, pod_sandbox_id)
 
@@ -186,20 +220,53 @@ class StateStore:
             del self._names[key]
 
     def lock(self, object_id: str) -> asyncio.Lock:
-        """The lock that serialises operations on one pod or container."""
+        """The lock that serialises operations on one container."""
         lock = self._locks.get(object_id)
         if lock is None:
             lock = self._locks[object_id] = asyncio.Lock()
         return lock
 
+    def pod_lock(self, pod_sandbox_id: str) -> PodLock:
+        """The lock of one pod: shared by container calls, exclusive for pod-wide ones."""
+        lock = self._pod_locks.get(pod_sandbox_id)
+        if lock is None:
+            lock = self._pod_locks[pod_sandbox_id] = PodLock()
+        return lock
+
+    # -- intents ------------------------------------------------------------
+
+    async def begin(self, intent: Intent) -> None:
+        """Record durably that ``intent`` is under way, before it touches anything."""
+        path = self.state_dir / "pending" / f"{intent.object_id}.json"
+        await self._write(path, intent.to_json())
+        self._intents[intent.object_id] = intent
+
+    def end(self, object_id: str) -> None:
+        """The operation on ``object_id`` is over (done, or undone).
+
+        Not made durable: an intent found again after a crash is checked
+        against the records, and one that finished is dropped then.
+        """
+        self._intents.pop(object_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.state_dir / "pending" / f"{object_id}.json")
+
+    def pending(self) -> list[Intent]:
+        """The operations that were under way (after :meth:`open`: when crio stopped)."""
+        return list(self._intents.values())
+
     # -- disk ---------------------------------------------------------------
 
     async def _write(self, path: Path, data: dict[str, object]) -> None:
+        if self._readonly:
+            raise WrongStateError(f"the state store at {self.state_dir} is open read-only")
         payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         async with self._write_lock(path):
             await asyncio.to_thread(write_durably, path, payload)
 
     async def _remove(self, path: Path) -> None:
+        if self._readonly:
+            raise WrongStateError(f"the state store at {self.state_dir} is open read-only")
         async with self._write_lock(path):
             await asyncio.to_thread(remove_durably, path)
         self._write_locks.pop(str(path), None)

@@ -112,11 +112,13 @@ class Store(_Catalog):
         driver: str = "",
         options: Sequence[str] = (),
         plugins: Plugins | None = None,
+        repair: bool = True,
     ) -> Store:
         """Open (creating if needed) the store and clean up after crashed writers.
 
         :param driver: ``storage_driver``; empty picks one (see :func:`select_driver`).
         :param plugins: the plugin host; None loads the ``crio.plugins`` entry points.
+        :param repair: False leaves what crashed writers left (``crio check`` reports it).
         """
         from crio.plugins import Plugins
 
@@ -137,7 +139,8 @@ class Store(_Catalog):
         ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / "storage.lock").touch(exist_ok=True)
-        await store.repair()
+        if repair:
+            await store.repair()
         return store
 
     async def close(self) -> None:

@@ -372,12 +372,19 @@ class CNINetwork:
             )
             await run_operation(self.runner, op)
 
-    async def gc(self, valid_pod_sandbox_ids: Collection[str]) -> None:
+    async def gc(self, valid_pod_sandbox_ids: Collection[str], dry_run: bool = False) -> list[str]:
         valid = set(valid_pod_sandbox_ids)
+        found = []
         for record in list(self._records.values()):
             if record.container_id in valid:
                 continue
-            log.info("pod sandbox %s is gone: detaching its CNI attachment", record.container_id)
+            found.append(
+                f"CNI attachment {record.ifname} in {record.netns or 'a lost netns'} of unknown "
+                f"pod sandbox {record.container_id}"
+            )
+            if dry_run:
+                continue
+            log.warning("pod sandbox %s is gone: detaching its CNI attachment", record.container_id)
             try:
                 async with self._lock(record.container_id):
                     await self._delete(record, record.netns)
@@ -386,9 +393,10 @@ class CNINetwork:
                 continue
             self._locks.pop(record.container_id, None)
         network, _ = self.configs.current()
-        if network is not None:
+        if network is not None and not dry_run:
             attached = [(r.container_id, r.ifname) for r in self._records.values()]
             await gc(self.runner, network, attached)
+        return found
 
     def records(self) -> Mapping[str, CacheRecord]:
         """The recorded attachments by pod sandbox id (read-only view, for tests and debug)."""

@@ -24,13 +24,13 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crio.config import Config, RuntimeHandler
-from crio.errors import ConfigError, NotFoundError, OCIRuntimeError
+from crio.errors import ConfigError, NotFoundError, OCIRuntimeError, WrongStateError
 from crio.oci.runtime import (
     ContainerSpec,
     ContainerState,
@@ -42,8 +42,9 @@ from crio.oci.runtime import (
     State,
     StreamIO,
 )
-from crio_plugins.runtime_runc import attach, conmon, exec_session, portforward
-from crio_plugins.runtime_runc._proc import alive, process_start, read_json, write_json
+from crio_plugins.runtime_runc import attach, conmon, exec_session, garbage, portforward
+from crio_plugins.runtime_runc._container import STATE_FILE, RuncContainer, read_pid, wait_gone
+from crio_plugins.runtime_runc._proc import alive, process_start, read_json
 from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
@@ -52,11 +53,12 @@ __all__ = ["ConmonPaths", "RuncRuntime"]
 
 log = logging.getLogger("crio.runtime.runc")
 
-STATE_FILE = "runc.json"
 #: How long to wait for conmon's exit file once the process is known to be dead.
 EXIT_FILE_GRACE = 10.0
 #: Exit code reported when a container's exit was never recorded (as CRI-O does).
 LOST_EXIT_CODE = 255
+#: CRI reason of a container whose exit was lost with its monitor.
+LOST_REASON = "ContainerLost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,41 +69,6 @@ class ConmonPaths:
     ctl_fifo: Path
     winsz_fifo: Path
     log_path: str
-
-
-@dataclass(slots=True)
-class _Container:
-    container_id: str
-    pod_sandbox_id: str
-    name: str
-    bundle: Path
-    cgroups_path: str
-    own_pid_ns: bool
-    stop_signal: int
-    log_path: str
-    process: dict[str, Any]
-    pid: int = 0
-    pid_start: int = 0
-    started_at: int = 0
-    exit: ContainerState | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def save(self) -> None:
-        write_json(
-            self.bundle / STATE_FILE,
-            {
-                "container_id": self.container_id,
-                "pod_sandbox_id": self.pod_sandbox_id,
-                "name": self.name,
-                "cgroups_path": self.cgroups_path,
-                "own_pid_ns": self.own_pid_ns,
-                "stop_signal": self.stop_signal,
-                "log_path": self.log_path,
-                "pid": self.pid,
-                "pid_start": self.pid_start,
-                "started_at": self.started_at,
-            },
-        )
 
 
 def _conmon_log_level() -> str:
@@ -130,7 +97,7 @@ class RuncRuntime:
         self.hierarchies = Hierarchies({}, "")
         self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies)
         self.version = ""
-        self._containers: dict[str, _Container] = {}
+        self._containers: dict[str, RuncContainer] = {}
         self._watcher: DirectoryWatcher | None = None
         self._layout_problem = ""
 
@@ -250,7 +217,7 @@ class RuncRuntime:
 
     # -- containers ---------------------------------------------------------
 
-    def _get(self, container_id: str) -> _Container:
+    def _get(self, container_id: str) -> RuncContainer:
         ctr = self._containers.get(container_id)
         if ctr is None:
             raise NotFoundError(
@@ -274,7 +241,7 @@ class RuncRuntime:
         own_pid_ns = any(
             ns.get("type") == "pid" and not ns.get("path") for ns in linux.get("namespaces", [])
         )
-        ctr = _Container(
+        ctr = RuncContainer(
             container_id=spec.container_id,
             pod_sandbox_id=spec.pod_sandbox_id,
             name=spec.name,
@@ -310,37 +277,73 @@ class RuncRuntime:
     async def restore_container(self, spec: ContainerSpec) -> ContainerState:
         data = await asyncio.to_thread(read_json, spec.bundle / STATE_FILE) or {}
         config = await asyncio.to_thread(read_json, spec.bundle / "config.json") or {}
-        ctr = _Container(
+        linux = config.get("linux") or {}
+        pid, pid_start = int(data.get("pid", 0)), int(data.get("pid_start", 0))
+        if not pid:
+            # Killed between conmon's start and our record of it: runc's pidfile knows.
+            pid = await asyncio.to_thread(read_pid, spec.bundle / "pidfile")
+            pid_start = process_start(pid) if pid else 0
+        ctr = RuncContainer(
             container_id=spec.container_id,
             pod_sandbox_id=spec.pod_sandbox_id,
             name=spec.name,
             bundle=spec.bundle,
-            cgroups_path=str(data.get("cgroups_path", "")),
+            cgroups_path=str(data.get("cgroups_path", linux.get("cgroupsPath", ""))),
             own_pid_ns=bool(data.get("own_pid_ns", True)),
             stop_signal=int(data.get("stop_signal", spec.stop_signal)),
             log_path=str(data.get("log_path", spec.log_path)),
             process=dict(config.get("process", {})),
-            pid=int(data.get("pid", 0)),
-            pid_start=int(data.get("pid_start", 0)),
+            pid=pid,
+            pid_start=pid_start,
             started_at=int(data.get("started_at", 0)),
         )
         self._containers[spec.container_id] = ctr
+        conmon_alive = self._conmon_alive(ctr)
         if not self._collect_exit(ctr) and not alive(ctr.pid, ctr.pid_start):
-            self._lost(ctr, "the container and its exit code were lost while crio was down")
-        elif ctr.exit is None and not self._conmon_alive(ctr):
+            gone = "conmon and the container were" if not conmon_alive else "the container was"
+            self._lost(ctr, f"{gone} gone when crio restarted, without an exit code")
+        elif ctr.exit is None and not ctr.started_at and await self._runtime_says_running(ctr):
+            # Started, but crio was killed before it noted that.
+            ctr.started_at = time.time_ns()
+            await asyncio.to_thread(ctr.save)
+        if ctr.exit is None and not conmon_alive:
             log.warning(
-                "container %s: conmon is gone; its exit code will not be recorded",
+                "container %s: conmon is gone; the container runs on without logs, and its "
+                "exit will be recorded without an exit code",
                 spec.container_id,
             )
             self._watch_without_conmon(ctr)
         return self._state(ctr)
 
-    def _conmon_alive(self, ctr: _Container) -> bool:
-        try:
-            pid = int((ctr.bundle / "conmon-pidfile").read_text().strip())
-        except (OSError, ValueError):
-            return False
-        return process_start(pid) != 0
+    async def _runtime_says_running(self, ctr: RuncContainer) -> bool:
+        rc, out, _ = await self._run("state", ctr.container_id)
+        with contextlib.suppress(ValueError, AttributeError):
+            return rc == 0 and json.loads(out).get("status") == "running"
+        return False
+
+    def _conmon_alive(self, ctr: RuncContainer) -> bool:
+        pid = read_pid(ctr.bundle / "conmon-pidfile")
+        return pid > 0 and process_start(pid) != 0
+
+    async def collect_garbage(
+        self,
+        sandbox_ids: Collection[str],
+        container_ids: Collection[str],
+        dry_run: bool = False,
+    ) -> list[str]:
+        paths = garbage.HandlerPaths(
+            handler_name=self.handler_name,
+            runtime_root=self.runtime_root,
+            exits_dir=self.conmon.exits_dir,
+            attach_dir=self.conmon.attach_dir,
+            namespaces_dir=str(self.namespaces_dir),
+        )
+        return await garbage.collect(paths, self._delete_force, sandbox_ids, container_ids, dry_run)
+
+    async def _delete_force(self, container_id: str) -> str:
+        rc, out, err = await self._run("delete", "--force", container_id)
+        text = (err or out).strip()
+        return "" if rc == 0 or "does not exist" in text else text
 
     async def start_container(self, container_id: str) -> None:
         ctr = self._get(container_id)
@@ -353,7 +356,7 @@ class RuncRuntime:
         ctr.started_at = time.time_ns()
         await asyncio.to_thread(ctr.save)
 
-    def _signal(self, ctr: _Container, signum: int, everything: bool) -> None:
+    def _signal(self, ctr: RuncContainer, signum: int, everything: bool) -> None:
         if everything and not ctr.own_pid_ns:
             for pid in self.hierarchies.pids(ctr.cgroups_path):
                 with contextlib.suppress(ProcessLookupError):
@@ -390,7 +393,7 @@ class RuncRuntime:
                 raise OCIRuntimeError(
                     f"container {container_id}: still running {EXIT_FILE_GRACE:g}s after SIGKILL"
                 ) from None
-            self._lost(ctr, "conmon wrote no exit code; the process is gone")
+            self._lost(ctr, "conmon wrote no exit code; the process is gone", "Error")
 
     async def remove_container(self, container_id: str) -> None:
         ctr = self._containers.get(container_id)
@@ -402,6 +405,9 @@ class RuncRuntime:
             raise OCIRuntimeError(
                 f"container {container_id}: {self.handler_name} delete failed: {text}"
             )
+        if ctr is not None:
+            # conmon may still be writing the exit file: let it finish before forgetting.
+            await wait_gone(read_pid(ctr.bundle / "conmon-pidfile"), EXIT_FILE_GRACE)
         self._containers.pop(container_id, None)
         await asyncio.to_thread(self._forget_files, container_id)
 
@@ -423,7 +429,7 @@ class RuncRuntime:
             if ctr.exit is None:
                 self._collect_exit(ctr)
 
-    def _collect_exit(self, ctr: _Container) -> bool:
+    def _collect_exit(self, ctr: RuncContainer) -> bool:
         """Record the exit from conmon's exit file; False when there is none yet."""
         path = os.path.join(self.conmon.exits_dir, ctr.container_id)
         try:
@@ -443,7 +449,9 @@ class RuncRuntime:
         self._exited(ctr, code, finished, reason, "")
         return True
 
-    def _exited(self, ctr: _Container, code: int, finished: int, reason: str, message: str) -> None:
+    def _exited(
+        self, ctr: RuncContainer, code: int, finished: int, reason: str, message: str
+    ) -> None:
         ctr.exit = ContainerState(
             state=State.STOPPED,
             pid=ctr.pid,
@@ -455,10 +463,10 @@ class RuncRuntime:
         )
         ctr.exited.set()
 
-    def _lost(self, ctr: _Container, message: str) -> None:
-        self._exited(ctr, LOST_EXIT_CODE, time.time_ns(), "Error", message)
+    def _lost(self, ctr: RuncContainer, message: str, reason: str = LOST_REASON) -> None:
+        self._exited(ctr, LOST_EXIT_CODE, time.time_ns(), reason, message)
 
-    def _watch_without_conmon(self, ctr: _Container) -> None:
+    def _watch_without_conmon(self, ctr: RuncContainer) -> None:
         """Notice the exit of a container whose conmon died, through a pidfd."""
         try:
             pidfd = os.pidfd_open(ctr.pid)
@@ -475,7 +483,7 @@ class RuncRuntime:
 
         loop.add_reader(pidfd, gone)
 
-    def _state(self, ctr: _Container) -> ContainerState:
+    def _state(self, ctr: RuncContainer) -> ContainerState:
         if ctr.exit is not None:
             return ctr.exit
         state = State.RUNNING if ctr.started_at else State.CREATED
@@ -499,10 +507,11 @@ class RuncRuntime:
 
     # -- inside running containers -------------------------------------------
 
-    def _running(self, container_id: str) -> _Container:
+    def _running(self, container_id: str) -> RuncContainer:
         ctr = self._get(container_id)
         if ctr.exit is not None or not ctr.started_at:
-            raise OCIRuntimeError(f"container {container_id} is not running")
+            # It ended (or never started) since core looked: the caller's timing, not ours.
+            raise WrongStateError(f"container {container_id} is not running")
         return ctr
 
     async def exec_sync(

@@ -1,0 +1,78 @@
+"""The runc runtime's record of one container, kept in its bundle for a restarted crio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crio.oci.runtime import ContainerState
+from crio_plugins.runtime_runc._proc import write_json
+
+__all__ = ["STATE_FILE", "RuncContainer", "read_pid", "wait_gone"]
+
+STATE_FILE = "runc.json"
+
+
+@dataclass(slots=True)
+class RuncContainer:
+    container_id: str
+    pod_sandbox_id: str
+    name: str
+    bundle: Path
+    cgroups_path: str
+    own_pid_ns: bool
+    stop_signal: int
+    log_path: str
+    process: dict[str, Any]
+    pid: int = 0
+    pid_start: int = 0
+    started_at: int = 0
+    exit: ContainerState | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def save(self) -> None:
+        write_json(
+            self.bundle / STATE_FILE,
+            {
+                "container_id": self.container_id,
+                "pod_sandbox_id": self.pod_sandbox_id,
+                "name": self.name,
+                "cgroups_path": self.cgroups_path,
+                "own_pid_ns": self.own_pid_ns,
+                "stop_signal": self.stop_signal,
+                "log_path": self.log_path,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+                "started_at": self.started_at,
+            },
+        )
+
+
+def read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+async def wait_gone(pid: int, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until process ``pid`` has exited; 0 or absent: at once."""
+    if pid <= 0:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone, timeout)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

@@ -1,0 +1,83 @@
+"""crio killed at chosen instants inside an RPC, then restarted: nothing acknowledged is lost,
+nothing leaked.
+
+Each test holds a real binary (runc, the bridge CNI plugin) in the middle of
+a call, kills crio with SIGKILL there, lets the binary finish with crio
+gone, and starts crio again. The node fixtures check afterwards that the
+test's mounts, namespace pins, cgroups, exit files, veths, leases and
+iptables rules are gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crio.api import api_pb2 as api
+from support.chaos import conmons_of, store_container_ids
+from support.cni import CNIEnv
+from support.crashpoint import Hold, crash
+from support.cri import container_config
+from support.node import Node
+
+
+def test_kill_during_runtime_create_rolls_the_container_back(held_node: Any) -> None:
+    node, hold = held_node()
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    kept = node.cri.create(pod_id, container_config("kept"), start=True)
+    config = container_config("doomed")
+    crash(node, hold, "create", lambda: node.cri.create(pod_id, config))
+    assert [c.id for c in node.cri.containers()] == [kept]
+    assert store_container_ids(node.base) == {kept}
+    assert [cid for cid, _ in conmons_of(node.base)] == [kept]
+    assert sorted(p.name for p in (node.base / "rt-runc").iterdir()) == [kept]
+    assert node.cri.status(kept).state == api.CONTAINER_RUNNING
+    # The name is free again, and the pod works on.
+    again = node.cri.create(pod_id, container_config("doomed"), start=True)
+    assert node.cri.exec(again, ["echo", "ok"]).stdout == b"ok\n"
+
+
+def test_kill_during_runtime_start_rolls_the_start_forward(held_node: Any) -> None:
+    node, hold = held_node()
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    cid = node.cri.create(pod_id, container_config("c"))
+    crash(node, hold, "start", lambda: node.cri.start(cid))
+    status = node.cri.status(cid)
+    assert status.state == api.CONTAINER_RUNNING
+    assert status.started_at > 0
+    assert node.cri.exec(cid, ["echo", "ok"]).stdout == b"ok\n"
+
+
+def test_kill_during_cni_add_rolls_the_pod_back(cni_node: tuple[Node, CNIEnv, Hold]) -> None:
+    node, cni, hold = cni_node
+    kept = node.cri.run_pod(node.pod(host_network=False))
+    doomed = node.pod(host_network=False)
+    crash(node, hold, "ADD", lambda: node.cri.run_pod(doomed))
+    assert [p.id for p in node.cri.pods()] == [kept]
+    assert len(cni.veths()) == 1 and len(cni.leases()) == 1
+    pins = {p.name for p in (node.base / "ns" / "netns").iterdir()}
+    assert pins == {kept}
+    assert sorted(p.name for p in (node.base / "runroot" / "crio-sandboxes").iterdir()) == [kept]
+    # The name is free again.
+    assert node.cri.run_pod(doomed)
+
+
+def test_kill_during_pod_removal_rolls_it_forward(cni_node: tuple[Node, CNIEnv, Hold]) -> None:
+    node, cni, hold = cni_node
+    pod_id = node.cri.run_pod(node.pod(host_network=False))
+    cid = node.cri.create(pod_id, container_config("c"), start=True)
+    crash(node, hold, "DEL", lambda: node.cri.remove_pod(pod_id))
+    assert node.cri.pods() == [] and node.cri.containers() == []
+    assert cni.veths() == [] and cni.leases() == []
+    assert conmons_of(node.base) == [] and store_container_ids(node.base) == set()
+    assert cid not in {p.name for p in (node.base / "exits").iterdir()}
+
+
+def test_kill_during_infra_container_create_rolls_the_pod_back(held_node: Any) -> None:
+    node, hold = held_node()
+    kept = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    shared_pid = node.pod(pid=api.POD)  # a shared PID namespace needs the infra container
+    crash(node, hold, "create", lambda: node.cri.run_pod(shared_pid, runtime_handler="runc"))
+    assert [p.id for p in node.cri.pods()] == [kept]
+    assert store_container_ids(node.base) == set() and conmons_of(node.base) == []
+    assert list((node.base / "rt-runc").iterdir()) == []
+    assert node.cri.run_pod(shared_pid, runtime_handler="runc")
