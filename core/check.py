@@ -11,6 +11,7 @@ serves on the configured socket is refused: the objects are its to change.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -64,7 +65,10 @@ def serving(path: Path) -> bool:
 
 async def store_problems(store: Store) -> list[str]:
     """Inconsistencies of the image and layer store, found without changing it."""
-    found = []
+    found = [
+        f"store file {path} was left half-written by a crashed writer"
+        for path in await asyncio.to_thread(store.unfinished_writes)
+    ]
     layers = {layer.id: layer for layer in await store.layers()}
     on_disk = set(await store.driver.layers())
     for layer in layers.values():

@@ -12,7 +12,6 @@ A key may name a host, a host plus a namespace, or be an old-style URL
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import re
@@ -166,7 +165,7 @@ def _entry_credentials(entry: Any, path: Path, key: str) -> Credentials | None:
     if entry.get("auth"):
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
             raise ConfigError(
                 f"auths.{key}.auth is not base64 of USER:PASSWORD", file=str(path)
             ) from None

@@ -6,6 +6,8 @@ dataclasses of :mod:`crio.oci.container` and :mod:`crio.state`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError
 from crio.network import PortMapping
@@ -26,6 +28,7 @@ from crio.oci.runtime import NamespaceMode
 from crio.state.records import DnsConfig
 
 __all__ = [
+    "argv",
     "container_request",
     "dns_config",
     "namespace_mode",
@@ -153,6 +156,43 @@ def _security(msg: api.LinuxContainerSecurityContext) -> SecurityContext:
     )
 
 
+#: What execve(2) takes: a path of at most PATH_MAX bytes, each argument at most
+#: MAX_ARG_STRLEN (32 pages), and no NUL inside one (it would end the string).
+PATH_MAX = 4096
+MAX_ARG_STRLEN = 32 * 4096
+MAX_ARGS_TOTAL = 1024 * 1024
+
+
+def argv(values: Sequence[str], field_name: str, rpc: str, executable: bool = True) -> None:
+    """Refuse a command no exec could run, naming the field; such input would otherwise
+    reach the runtime, whose error echoes it back (runc's over 64 KiB of it deadlocks
+    against conmon 2.1.6, which waits for runc before reading its stderr pipe).
+
+    :param executable: ``values[0]`` is the program (checked against PATH_MAX).
+    :raises InvalidRequestError:
+    """
+    total = 0
+    for i, value in enumerate(values):
+        size = len(value.encode("utf-8", "surrogateescape"))
+        total += size + 1
+        if "\0" in value:
+            raise InvalidRequestError(f"{rpc}: {field_name}[{i}] contains a NUL byte")
+        if i == 0 and executable and size > PATH_MAX:
+            raise InvalidRequestError(
+                f"{rpc}: {field_name}[0] is {size} bytes long; a program path has at most "
+                f"{PATH_MAX}"
+            )
+        if size > MAX_ARG_STRLEN:
+            raise InvalidRequestError(
+                f"{rpc}: {field_name}[{i}] is {size} bytes long; an argument has at most "
+                f"{MAX_ARG_STRLEN}"
+            )
+    if total > MAX_ARGS_TOTAL:
+        raise InvalidRequestError(
+            f"{rpc}: {field_name} is {total} bytes in all; at most {MAX_ARGS_TOTAL} are passed"
+        )
+
+
 def container_request(config: api.ContainerConfig) -> ContainerRequest:
     """:raises InvalidRequestError: naming the field that is missing or malformed."""
     rpc = "CreateContainer"
@@ -167,6 +207,9 @@ def container_request(config: api.ContainerConfig) -> ContainerRequest:
             f"{rpc}: config.log_path {config.log_path!r} must be relative to the pod's "
             "log_directory and stay inside it"
         )
+    argv(config.command, "config.command", rpc)
+    argv(config.args, "config.args", rpc, executable=not config.command)
+    argv([f"{kv.key}={kv.value}" for kv in config.envs], "config.envs", rpc, executable=False)
     for i, kv in enumerate(config.envs):
         if not kv.key:
             raise InvalidRequestError(f"{rpc}: config.envs[{i}].key is empty")

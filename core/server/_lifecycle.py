@@ -80,7 +80,7 @@ def spawn_exit_watch(deps: Deps, ctr: ContainerRecord) -> None:
     """Record the container's exit whenever it happens."""
     deps.tasks.spawn(
         _watch_exit(deps, ctr.container_id, ctr.runtime_handler),
-        name=f"exit-{ctr.container_id[:12]}",
+        name=f"watching the exit of container {ctr.container_id}",
     )
 
 

@@ -234,9 +234,11 @@ async def _store_containers(deps: Deps, known: set[str], repair: bool) -> list[s
     for container in await store.containers():
         if container.id in known or not _made_by_crio(container.metadata):
             continue
-        found.append(f"store container {container.id} ({', '.join(container.names)}) has no record")
+        names = ", ".join(container.names)
+        found.append(f"store container {container.id} ({names}): no container record names it "
+                     "(left by a crash)")  # fmt: skip
         if repair:
-            log.warning("removing %s", found[-1])
+            log.warning("%s; removing it", found[-1])
             await delete_layer(deps, container.id)
     return found
 
@@ -248,9 +250,10 @@ async def _run_dirs(deps: Deps, pods: set[str], repair: bool) -> list[str]:
     for name in names:
         if name in pods:
             continue
-        found.append(f"pod run directory {parent / name} of unknown pod sandbox {name}")
+        found.append(f"pod run directory {parent / name}: pod sandbox {name} has no record "
+                     "(left by a crash)")  # fmt: skip
         if repair:
-            log.warning("removing %s", found[-1])
+            log.warning("%s; removing it", found[-1])
             await _release_lost_pod(deps, parent / name)
             await asyncio.to_thread(_remove_tree, parent / name)
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError, WrongStateError
 from crio.server._common import runtime_of, state_of, streaming_of
-from crio.server._cri_in import require
+from crio.server._cri_in import argv, require
 from crio.server.deps import Deps
 from crio.state.records import ContainerRecord, ContainerState
 from crio.streaming.requests import ExecRequest
@@ -37,6 +37,7 @@ async def exec_(deps: Deps, req: api.ExecRequest) -> api.ExecResponse:
     require(req.container_id, "container_id", "Exec")
     if not req.cmd or not req.cmd[0]:
         raise InvalidRequestError("Exec: cmd is empty")
+    argv(req.cmd, "cmd", "Exec")
     check_streams("Exec", tty=req.tty, stdout=req.stdout, stderr=req.stderr)
     ctr = running_container(deps, "Exec", req.container_id)
     request = ExecRequest(

@@ -6,7 +6,7 @@ from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError, OCIRuntimeError, WrongStateError
 from crio.oci.runtime import State
 from crio.server._common import runtime_of, state_of
-from crio.server._cri_in import require
+from crio.server._cri_in import argv, require
 from crio.server.deps import Deps
 from crio.state.records import ContainerState
 
@@ -17,6 +17,7 @@ async def exec_sync(deps: Deps, req: api.ExecSyncRequest) -> api.ExecSyncRespons
     require(req.container_id, "container_id", "ExecSync")
     if not req.cmd or not req.cmd[0]:
         raise InvalidRequestError("ExecSync: cmd is empty")
+    argv(req.cmd, "cmd", "ExecSync")
     if req.timeout < 0:
         raise InvalidRequestError(f"ExecSync: timeout {req.timeout} is negative")
     ctr = state_of(deps).container(req.container_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 
 from crio.api import api_pb2 as api
@@ -26,7 +25,7 @@ def credentials(auth: api.AuthConfig) -> Credentials | None:
     if auth.auth:
         try:
             decoded = base64.b64decode(auth.auth, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
             raise InvalidRequestError(
                 "PullImage: auth.auth is not base64 of USER:PASSWORD"
             ) from None

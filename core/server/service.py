@@ -23,7 +23,7 @@ from crio.errors import CrioError
 from crio.server.deps import Deps
 from crio.server.status import status_code
 
-__all__ = ["SERVICES", "Handler", "StreamHandler", "generic_handlers"]
+__all__ = ["SERVICES", "Handler", "StreamHandler", "generic_handlers", "subject"]
 
 log = logging.getLogger("crio.server")
 
@@ -50,13 +50,37 @@ def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
     return decode
 
 
-async def _fail(context: grpc.aio.ServicerContext, rpc: str, exc: Exception) -> None:
+def subject(request: Any) -> str:
+    """The object a request is about, for log lines: "container ID", "pod sandbox NS/NAME"."""
+    for field, kind in (("container_id", "container"), ("pod_sandbox_id", "pod sandbox")):
+        value = getattr(request, field, "")
+        if isinstance(value, str) and value:
+            return f"{kind} {value[:64]}"
+    meta = getattr(getattr(request, "config", None), "metadata", None)
+    name = getattr(meta, "name", "")
+    if isinstance(name, str) and name:
+        namespace = getattr(meta, "namespace", None)
+        if isinstance(namespace, str):  # a PodSandboxMetadata
+            return f"pod sandbox {namespace[:64]}/{name[:64]}"
+        return f"container {name[:64]}"
+    image = getattr(getattr(request, "image", None), "image", "")
+    if isinstance(image, str) and image:
+        return f"image {image[:200]}"
+    return ""
+
+
+async def _fail(
+    context: grpc.aio.ServicerContext, rpc: str, exc: Exception, request: Any = None
+) -> None:
+    about = subject(request)
+    what = f"{rpc} ({about})" if about else rpc
     if isinstance(exc, CrioError):
         code = status_code(exc)
         level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
-        log.log(level, "%s failed: %s: %s", rpc, code.name, exc)
+        log.log(level, "%s failed: %s: %s", what, code.name, exc)
         await context.abort(code, str(exc))
-    log.error("%s failed with an unexpected error", rpc, exc_info=exc)
+    log.error("%s failed with an unexpected error: %s: %s", what, type(exc).__name__, exc,
+              exc_info=exc)  # fmt: skip
     await context.abort(
         grpc.StatusCode.INTERNAL, f"{rpc}: internal error: {type(exc).__name__}: {exc}"
     )
@@ -80,7 +104,7 @@ def _unary(rpc: str, deps: Deps, handler: Handler | None) -> Callable[..., Await
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await _fail(context, rpc, exc)
+                await _fail(context, rpc, exc, request)
                 raise  # unreachable: abort raised
         finally:
             log.debug("%s done in %.2f ms", rpc, (time.perf_counter() - started) * 1000)
@@ -106,7 +130,7 @@ def _stream(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await _fail(context, rpc, exc)
+            await _fail(context, rpc, exc, request)
         finally:
             log.debug("%s closed", rpc)
 

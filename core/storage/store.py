@@ -173,6 +173,14 @@ class Store(_Catalog):
         Runs on every :meth:`open`; returns the ids removed.
         """
         removed: list[str] = []
+        async with (
+            self._locked(layers=True, images=True, containers=True),
+            self._mounts_lock.hold(),
+        ):
+            # Every writer of these files holds its lock: a temporary file seen now is left.
+            for path in await asyncio.to_thread(self.unfinished_writes):
+                log.warning("removing %s, left by a writer that crashed", path)
+                path.unlink(missing_ok=True)
         async with self._locked(layers=True):
             layers = self._layers.read()
             for layer in [layer for layer in layers if layer.incomplete]:
@@ -198,6 +206,18 @@ class Store(_Catalog):
                 finally:
                     marker.release()
         return removed
+
+    def unfinished_writes(self) -> list[Path]:
+        """Temporary files of :func:`atomic_write` (``.NAME.RANDOM``) in the record
+        directories: a crashed writer's, unless one is writing right now."""
+        found = []
+        directories = [self.layers_dir, self.containers_dir, self.run_layers_dir, self.images_dir]
+        with contextlib.suppress(FileNotFoundError):
+            directories += [p for p in self.images_dir.iterdir() if p.is_dir()]
+        for directory in directories:
+            with contextlib.suppress(FileNotFoundError):
+                found += [p for p in directory.iterdir() if p.name.startswith(".") and p.is_file()]
+        return sorted(found)
 
     # -- paths -----------------------------------------------------------
 

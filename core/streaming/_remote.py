@@ -89,9 +89,8 @@ async def _run(
     exc = task.exception()
     if exc is not None:
         if not isinstance(exc, CrioError | ConnectionError):
-            log.error(
-                "streaming: %s of %s failed", request.kind, request.container_id, exc_info=exc
-            )
+            log.error("streaming: %s in container %s failed: %s: %s", request.kind,
+                      request.container_id, type(exc).__name__, exc, exc_info=exc)  # fmt: skip
         what = "executing command in" if request.kind == "exec" else "attaching to"
         return remotecommand.failure_status(
             protocol, f"error {what} container {request.container_id}: {exc}"

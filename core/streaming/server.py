@@ -124,8 +124,10 @@ class StreamServer:
             await self._serve(reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             log.debug("streaming: connection ended: %s", exc)
-        except Exception:
-            log.exception("streaming: connection failed")
+        except Exception as exc:
+            peer = writer.get_extra_info("peername")
+            log.exception("streaming: connection from %s failed: %s: %s",
+                          peer, type(exc).__name__, exc)  # fmt: skip
         finally:
             self._connections.discard(task)
             if not writer.is_closing():

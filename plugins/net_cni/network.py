@@ -379,12 +379,12 @@ class CNINetwork:
             if record.container_id in valid:
                 continue
             found.append(
-                f"CNI attachment {record.ifname} in {record.netns or 'a lost netns'} of unknown "
-                f"pod sandbox {record.container_id}"
+                f"CNI attachment {record.ifname} in {record.netns or 'a lost netns'}: pod sandbox "
+                f"{record.container_id} has no record (left by a crash)"
             )
             if dry_run:
                 continue
-            log.warning("pod sandbox %s is gone: detaching its CNI attachment", record.container_id)
+            log.warning("%s; detaching it", found[-1])
             try:
                 async with self._lock(record.container_id):
                     await self._delete(record, record.netns)

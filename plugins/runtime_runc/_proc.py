@@ -10,7 +10,7 @@ from typing import Any
 
 from crio.oci.runtime import InterfaceStats
 
-__all__ = ["parse_net_dev", "process_start", "read_json", "write_json"]
+__all__ = ["alive", "parse_net_dev", "process_start", "read_json", "running", "write_json"]
 
 
 def process_start(pid: int) -> int:
@@ -34,6 +34,19 @@ def process_start(pid: int) -> int:
 def alive(pid: int, start: int) -> bool:
     """Whether the process ``pid`` that started at ``start`` still exists (zombies count)."""
     return pid > 0 and start > 0 and process_start(pid) == start
+
+
+def running(pid: int, start: int) -> bool:
+    """Whether that process still runs: a zombie does not (with its monitor gone, nobody
+    may ever reap it, e.g. under an init that does not)."""
+    if not alive(pid, start):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def parse_net_dev(text: str) -> list[InterfaceStats]:

@@ -171,23 +171,24 @@ async def collect(
     found: list[str] = []
     handler = paths.handler_name
 
-    def note(line: str) -> None:
-        found.append(line)
+    def note(what: str, owner: str) -> None:
+        found.append(f"{what}: {owner} has no record (left by a crash)")
         if not dry_run:
-            log.warning("runtime handler %s: removing %s", handler, line)
+            log.warning("runtime handler %s: %s; removing it", handler, found[-1])
 
     for process in await asyncio.to_thread(monitors, paths.runtime_root):
         if process.container_id in ctrs:
             continue
-        what = "an exec session in" if process.exec_session else "a monitor of"
-        note(f"conmon {process.pid} ({what} unknown container {process.container_id})")
+        what = "an exec session in" if process.exec_session else "the monitor of"
+        note(f"conmon {process.pid} ({what} container {process.container_id})",
+             f"container {process.container_id}")  # fmt: skip
         if not dry_run:
             await _settle(process)
             _kill(process)
     for name in await asyncio.to_thread(_entries, paths.runtime_root):
         if name in ctrs or not os.path.isdir(os.path.join(paths.runtime_root, name)):
             continue
-        note(f"runtime state {paths.runtime_root}/{name} of unknown container {name}")
+        note(f"runtime state {paths.runtime_root}/{name}", f"container {name}")
         if not dry_run:
             error = await delete(name)
             if error:
@@ -197,13 +198,13 @@ async def collect(
     for name in await asyncio.to_thread(_entries, paths.exits_dir):
         if name in ctrs or name.startswith("."):
             continue
-        note(f"exit file {paths.exits_dir}/{name} of unknown container {name}")
+        note(f"exit file {paths.exits_dir}/{name}", f"container {name}")
         if not dry_run:
             await asyncio.to_thread(_remove_path, os.path.join(paths.exits_dir, name))
     for name in await asyncio.to_thread(_entries, paths.attach_dir):
         if name in ctrs:
             continue
-        note(f"attach socket link {paths.attach_dir}/{name} of unknown container or exec {name}")
+        note(f"attach socket link {paths.attach_dir}/{name}", f"container or exec {name}")
         if not dry_run:
             await asyncio.to_thread(_remove_path, os.path.join(paths.attach_dir, name))
     for kind in PIN_DIRS:
@@ -211,7 +212,7 @@ async def collect(
         for name in await asyncio.to_thread(_entries, directory):
             if name in pods:
                 continue
-            note(f"pinned namespace {directory}/{name} of unknown pod sandbox {name}")
+            note(f"pinned namespace {directory}/{name}", f"pod sandbox {name}")
             if not dry_run:
                 try:
                     await asyncio.to_thread(_unpin, os.path.join(directory, name))

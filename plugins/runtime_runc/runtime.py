@@ -44,7 +44,7 @@ from crio.oci.runtime import (
 )
 from crio_plugins.runtime_runc import attach, conmon, exec_session, garbage, portforward
 from crio_plugins.runtime_runc._container import STATE_FILE, RuncContainer, read_pid, wait_gone
-from crio_plugins.runtime_runc._proc import alive, process_start, read_json
+from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
 from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
@@ -299,7 +299,7 @@ class RuncRuntime:
         )
         self._containers[spec.container_id] = ctr
         conmon_alive = self._conmon_alive(ctr)
-        if not self._collect_exit(ctr) and not alive(ctr.pid, ctr.pid_start):
+        if not self._collect_exit(ctr) and not running(ctr.pid, ctr.pid_start):
             gone = "conmon and the container were" if not conmon_alive else "the container was"
             self._lost(ctr, f"{gone} gone when crio restarted, without an exit code")
         elif ctr.exit is None and not ctr.started_at and await self._runtime_says_running(ctr):
@@ -323,7 +323,7 @@ class RuncRuntime:
 
     def _conmon_alive(self, ctr: RuncContainer) -> bool:
         pid = read_pid(ctr.bundle / "conmon-pidfile")
-        return pid > 0 and process_start(pid) != 0
+        return pid > 0 and running(pid, process_start(pid))
 
     async def collect_garbage(
         self,
@@ -389,7 +389,7 @@ class RuncRuntime:
         try:
             await asyncio.wait_for(ctr.exited.wait(), EXIT_FILE_GRACE)
         except TimeoutError:
-            if alive(ctr.pid, ctr.pid_start):
+            if running(ctr.pid, ctr.pid_start):
                 raise OCIRuntimeError(
                     f"container {container_id}: still running {EXIT_FILE_GRACE:g}s after SIGKILL"
                 ) from None

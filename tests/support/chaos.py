@@ -17,23 +17,19 @@ and the listing is checked against the model:
   than the expected ones, and tracebacks in crio's log.
 
 At the end everything is removed through CRI, crio is stopped, and the
-host is searched for what this run left (:meth:`Chaos.leftovers`).
+host is searched for what this run left (:func:`support.chaos_env.leftovers`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
+import concurrent.futures
 import random
 import secrets
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,7 +40,7 @@ from support.cni import CNIEnv
 from support.cri import BUSYBOX_IMAGE, container_config, pod_config, seed_images
 from support.daemon import CrioProcess
 
-__all__ = ["PULL_IMAGE", "Chaos", "Counts", "conmons_of", "store_container_ids"]
+__all__ = ["PULL_IMAGE", "Chaos", "Counts"]
 
 #: The image PullImage fetches from the run's registry (pushed by the caller).
 PULL_IMAGE = "chaos/small:v1"
@@ -114,6 +110,7 @@ class Chaos:
     def __init__(
         self, crio: CrioProcess, cni: CNIEnv, cgroup_root: str, *, max_pods: int = 50,
         workers: int = 6, seed: int | None = None, registry_host: str = "",
+        check_every: int = 0, check: Callable[[], tuple[int, str]] | None = None,
     ) -> None:  # fmt: skip
         self.crio = crio
         self.cni = cni
@@ -122,7 +119,12 @@ class Chaos:
         self.workers = workers
         self.random = random.Random(seed)
         self.registry_host = registry_host
+        #: Every ``check_every`` kills, ``check()`` (``crio check``) must find nothing.
+        self.check_every = check_every
+        self.check = check
         self.counts = Counts()
+        #: How long each restart took until crio served (restore and repair included).
+        self.restart_seconds: list[float] = []
         self.pods: dict[str, Pod] = {}
         self.ctrs: dict[str, Ctr] = {}
         self.removed: set[str] = set()
@@ -167,9 +169,19 @@ class Chaos:
                 if self._inflight == 0:
                     break
             time.sleep(0.01)
+        started = time.monotonic()
         self.crio.start()
+        self.restart_seconds.append(time.monotonic() - started)
         self._connect()
         self.validate()
+        if (
+            self.check is not None
+            and self.check_every
+            and self.counts.kills % self.check_every == 0
+        ):
+            code, report = self.check()
+            if code != 0:
+                self._problem("unexpected", f"crio check after kill {self.counts.kills}: {report}")
         self._up.set()
 
     # -- churn ------------------------------------------------------------------
@@ -496,54 +508,23 @@ class Chaos:
                 self._problem("unexpected", f"traceback in crio's log near: {line}")
 
     def remove_everything(self) -> None:
-        for pod in self.rt.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60).items:
-            self.rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=120)
+        """Stop and remove every pod (a few at a time), as the kubelet would."""
+        pods = self.rt.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60).items
+
+        def remove(pod_id: str) -> None:
+            self.rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
             self.rt.RemovePodSandbox(
-                api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=120
+                api.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120
             )
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for future in [pool.submit(remove, pod.id) for pod in pods]:
+                future.result()
 
     def stop(self) -> None:
         if self._channel is not None:
             self._channel.close()
         self.crio.stop()
-
-    def crio_check(self) -> tuple[int, str]:
-        """``crio check`` (read-only) against this crio's configuration."""
-        result = subprocess.run(
-            self.crio.command("check"), capture_output=True, text=True, timeout=120
-        )
-        return result.returncode, result.stdout + result.stderr
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """What this run left on the host (crio stopped, everything removed before)."""
-        base = self.crio.base
-        marker = str(base)
-        with open("/proc/self/mountinfo") as handle:
-            mounts = [line.split()[4] for line in handle if line.split()[4].startswith(marker)]
-        cgroups = [
-            str(path)
-            for hierarchy in Path("/sys/fs/cgroup").iterdir()
-            for path in [hierarchy / self.cgroup_root.lstrip("/")]
-            if path.is_dir() and any(p.is_dir() for p in path.iterdir())
-        ]
-        found = {
-            "mounts": mounts,
-            "netns pins": _files(base / "ns"),
-            "cgroups": cgroups,
-            "conmon processes": [f"{pid} ({cid})" for cid, pid in conmons_of(base)],
-            "runtime state": _files(base / "rt-runc") + _files(base / "rt-crun"),
-            "exit files": _files(base / "exits"),
-            "attach links": _files(base / "attach"),
-            "records": _files(base / "state"),
-            "pod run dirs": _files(base / "runroot" / "crio-sandboxes"),
-            "CNI records": _files(base / "runroot" / "crio-net" / "results"),
-            "store containers": sorted(store_container_ids(base)),
-            "incomplete-layer locks": _files(base / "runroot" / "overlay-layers" / "incomplete"),
-            **self.cni.leftovers(),
-            "iptables rules": _iptables(self.cni.name),
-        }
-        found.pop("iptables", None)
-        return {key: value for key, value in found.items() if value}
 
 
 _STATES = {
@@ -565,38 +546,3 @@ def _allowed(acknowledged: str, listed: str) -> bool:
     if acknowledged == "running":
         return listed in ("running", "exited")  # containers may end on their own
     return listed == acknowledged
-
-
-def _files(directory: Path) -> list[str]:
-    if not directory.is_dir():
-        return []
-    return sorted(str(p) for p in directory.rglob("*") if not p.is_dir())
-
-
-def conmons_of(base: Path) -> list[tuple[str, int]]:
-    """(container id, pid) of the live conmon processes of the crio under ``base``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if argv and argv[0].endswith(b"conmon") and str(base).encode() in b" ".join(argv):
-                found.append((argv[argv.index(b"-c") + 1].decode(), int(entry)))
-    return sorted(found)
-
-
-def _iptables(network: str) -> list[str]:
-    rules = []
-    for binary in ("iptables", "ip6tables"):
-        text = subprocess.run([binary, "-t", "nat", "-S"], capture_output=True, text=True).stdout
-        rules += [line for line in text.splitlines() if f'name: \\"{network}\\"' in line]
-    return rules
-
-
-def store_container_ids(base: Path) -> set[str]:
-    """Ids in the store's containers.json under ``base`` (overlay driver)."""
-    path = base / "root" / "overlay-containers" / "containers.json"
-    if not path.exists():
-        return set()
-    return {c["id"] for c in json.loads(path.read_text() or "[]")}

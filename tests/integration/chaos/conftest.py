@@ -10,7 +10,7 @@ import pytest
 
 from support.cni import CNIEnv
 from support.crashpoint import Hold
-from support.node import Node, start_node, stop_node
+from support.node import HANDLERS, Node, start_node, stop_node
 
 
 @pytest.fixture
@@ -60,3 +60,8 @@ def node() -> Iterator[Node]:
         yield started
     finally:
         stop_node(started)
+
+
+@pytest.fixture(params=HANDLERS)
+def handler(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

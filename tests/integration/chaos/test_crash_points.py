@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from crio.api import api_pb2 as api
-from support.chaos import conmons_of, store_container_ids
+from support.chaos_env import conmons_of, store_container_ids
 from support.cni import CNIEnv
 from support.crashpoint import Hold, crash
 from support.cri import container_config

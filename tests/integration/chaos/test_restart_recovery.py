@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from crio.api import api_pb2 as api
-from support.chaos import conmons_of, store_container_ids
+from support.chaos_env import conmons_of, store_container_ids
 from support.cri import EventWatch, container_config, wait_until
 from support.node import Node, start_node, stop_node
 from support.spdy_client import HandshakeError, exec_session
@@ -124,11 +124,12 @@ def test_check_reports_orphans_and_repair_releases_them(node: Node) -> None:
     code, report = _check(node)
     assert code == 1, report
     for expected in (
-        f"conmon {dict(conmons_of(node.base))[lost]} (a monitor of unknown container {lost})",
-        f"runtime state {node.base}/rt-crun/{lost} of unknown container {lost}",
+        f"conmon {dict(conmons_of(node.base))[lost]} (the monitor of container {lost}): "
+        f"container {lost} has no record",
+        f"runtime state {node.base}/rt-crun/{lost}: container {lost} has no record",
         f"store container {lost}",
-        f"pinned namespace {node.base}/ns/ipcns/{lost_pod} of unknown pod sandbox {lost_pod}",
-        f"pod run directory {node.base}/runroot/crio-sandboxes/{lost_pod}",
+        f"pinned namespace {node.base}/ns/ipcns/{lost_pod}: pod sandbox {lost_pod} has no record",
+        f"pod run directory {node.base}/runroot/crio-sandboxes/{lost_pod}: pod sandbox",
     ):
         assert expected in report, report
     assert kept not in report and kept_pod not in report
