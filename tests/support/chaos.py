@@ -393,9 +393,8 @@ class Chaos:
                         ctr.uncertain = True
                 elif not isinstance(reply, grpc.StatusCode):
                     pod.ready = False
-                    for ctr in self._of(pod.pod_id):
-                        if ctr.state == "running":
-                            ctr.state = "exited"
+                    for ctr in self._of(pod.pod_id):  # created ones too: they are stopped
+                        ctr.state = "exited"
 
         return run
 
