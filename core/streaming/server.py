@@ -5,7 +5,8 @@
 must present a certificate), ``stream_idle_timeout``. Each connection
 carries one request: ``/{exec,attach,portforward}/TOKEN``, upgraded to
 SPDY/3.1 or WebSocket. A token is good once, for a minute: reused or
-unknown answers 404, expired 401.
+unknown or expired answers 404, as the kubelet's own streaming
+server does (its token cache forgets an expired token).
 """
 
 from __future__ import annotations
@@ -172,10 +173,8 @@ class StreamServer:
             return self._refuse(writer, conn, route)
         try:
             stream_request = self._tokens.consume(route.token)
-        except NotFoundError as exc:
+        except (NotFoundError, TokenExpiredError) as exc:
             return self._refuse(writer, conn, Refusal(404, str(exc)))
-        except TokenExpiredError as exc:
-            return self._refuse(writer, conn, Refusal(401, str(exc)))
         if stream_request.kind != route.kind:
             return self._refuse(writer, conn, Refusal(404, f"token is not for {route.kind}"))
         kind = handshake.upgrade_kind(request)

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 class TokenExpiredError(CrioError):
-    """The token existed but its minute is over (the server answers 401)."""
+    """The token existed but its minute is over (the server answers 404, with a body saying so)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,7 @@ def test_reused_and_expired_tokens_are_refused() -> None:
         clock.now += 61
         with pytest.raises(HandshakeError) as expired:
             await exec_session(stale)
-        assert expired.value.status == 401
+        assert expired.value.status == 404
         assert b"expired" in expired.value.body
 
     serve(scenario, clock)
