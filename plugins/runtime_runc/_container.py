@@ -12,7 +12,7 @@ from typing import Any
 from crio.oci.runtime import ContainerState
 from crio_plugins.runtime_runc._proc import write_json
 
-__all__ = ["STATE_FILE", "RuncContainer", "read_pid", "wait_gone"]
+__all__ = ["STATE_FILE", "RuncContainer", "is_monitor_of", "monitor_pid", "read_pid", "wait_gone"]
 
 STATE_FILE = "runc.json"
 
@@ -57,6 +57,34 @@ def read_pid(path: Path) -> int:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return 0
+
+
+def monitor_pid(bundle: Path, container_id: str) -> int:
+    """The PID of the conmon that monitors ``container_id``, or 0 when none runs.
+
+    conmon's pidfile alone is not enough: while crio was down the monitor may
+    have died and its PID gone to an unrelated process, which crio must
+    neither wait for nor take as a live monitor. The PID counts only while
+    its command line is a conmon for this container (not an exec session).
+    """
+    pid = read_pid(bundle / "conmon-pidfile")
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return 0
+    return pid if is_monitor_of(argv, container_id) else 0
+
+
+def is_monitor_of(argv: list[bytes], container_id: str) -> bool:
+    """Whether the command line ``argv`` (split at NULs) is the conmon of ``container_id``."""
+    if not argv or os.path.basename(argv[0]) != b"conmon" or b"-e" in argv:
+        return False
+    with contextlib.suppress(ValueError, IndexError):
+        return argv[argv.index(b"-c") + 1] == container_id.encode()
+    return False
 
 
 async def wait_gone(pid: int, timeout: float) -> None:

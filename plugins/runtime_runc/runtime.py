@@ -43,7 +43,13 @@ from crio.oci.runtime import (
     StreamIO,
 )
 from crio_plugins.runtime_runc import attach, conmon, exec_session, garbage, portforward
-from crio_plugins.runtime_runc._container import STATE_FILE, RuncContainer, read_pid, wait_gone
+from crio_plugins.runtime_runc._container import (
+    STATE_FILE,
+    RuncContainer,
+    monitor_pid,
+    read_pid,
+    wait_gone,
+)
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
 from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
@@ -322,8 +328,7 @@ class RuncRuntime:
         return False
 
     def _conmon_alive(self, ctr: RuncContainer) -> bool:
-        pid = read_pid(ctr.bundle / "conmon-pidfile")
-        return pid > 0 and running(pid, process_start(pid))
+        return monitor_pid(ctr.bundle, ctr.container_id) > 0
 
     async def collect_garbage(
         self,
@@ -407,7 +412,7 @@ class RuncRuntime:
             )
         if ctr is not None:
             # conmon may still be writing the exit file: let it finish before forgetting.
-            await wait_gone(read_pid(ctr.bundle / "conmon-pidfile"), EXIT_FILE_GRACE)
+            await wait_gone(monitor_pid(ctr.bundle, container_id), EXIT_FILE_GRACE)
         self._containers.pop(container_id, None)
         await asyncio.to_thread(self._forget_files, container_id)
 

@@ -36,6 +36,11 @@ def _pid(node: Node, cid: str) -> int:
     return int(json.loads(reply.info["info"])["pid"])
 
 
+def _bundle(node: Node, cid: str) -> Path:
+    reply = node.cri.rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid, verbose=True))
+    return Path(json.loads(reply.info["info"])["bundle"])
+
+
 def _check(node: Node, *args: str) -> tuple[int, str]:
     result = subprocess.run(node.crio.command("check", *args), capture_output=True, text=True)
     return result.returncode, result.stdout
@@ -85,6 +90,34 @@ def test_lost_monitor_is_reported_and_running_containers_are_left_alone(node: No
         events.wait(survivor, api.CONTAINER_STOPPED_EVENT)
     status = node.cri.status(survivor)
     assert (status.state, status.reason) == (api.CONTAINER_EXITED, "ContainerLost")
+
+
+def test_a_monitor_pid_taken_by_another_process_is_not_a_monitor(node: Node) -> None:
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    cid = node.cri.create(pod_id, container_config("c", UNTIL_TOLD), start=True)
+    rootfs = _rootfs(node, cid)
+    bundle_pidfile = _bundle(node, cid) / "conmon-pidfile"
+    monitor = dict(conmons_of(node.base))[cid]
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+
+        def monitor_dies_and_its_pid_is_reused() -> None:
+            os.kill(monitor, signal.SIGKILL)
+            wait_until(lambda: not conmons_of(node.base), what="the monitor is gone")
+            bundle_pidfile.write_text(str(stranger.pid))
+
+        node.restart(signal.SIGKILL, between=monitor_dies_and_its_pid_is_reused)
+        assert f"container {cid}: conmon is gone" in node.crio.log_text()
+        with EventWatch(node.cri) as events:
+            (rootfs / "tmp" / "die").write_text("")
+            # Taken for the monitor, the stranger would hide the exit: no event would come.
+            events.wait(cid, api.CONTAINER_STOPPED_EVENT)
+        assert node.cri.status(cid).state == api.CONTAINER_EXITED
+        node.cri.rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+        assert stranger.poll() is None  # never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_streaming_urls_do_not_outlive_crio() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crio_plugins.runtime_runc._container import is_monitor_of
 from crio_plugins.runtime_runc._proc import parse_net_dev, process_start
 from crio_plugins.runtime_runc.cgroups import Hierarchies, parse_cgroup_mounts, parse_flat_keyed
 from crio_plugins.runtime_runc.crilog import parse_records, split_streams
@@ -121,3 +122,19 @@ def test_net_dev_and_process_start() -> None:
     )
     assert process_start(os.getpid()) > 0
     assert process_start(2**22 + 1) == 0
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [
+        (b"/usr/bin/conmon\0--api-version\x001\0-c\0abc\0-u\0abc\0", True),
+        (b"conmon\0-c\0abc\0", True),
+        (b"/usr/bin/conmon\0-c\0abcd\0", False),  # another container's monitor
+        (b"/usr/bin/conmon\0-c\0abc\0-e\0", False),  # an exec session's monitor
+        (b"/bin/sleep\x00100\0-c\0abc\0", False),  # a reused PID
+        (b"/usr/bin/conmon\0-c\0", False),
+        (b"", False),
+    ],
+)
+def test_a_monitor_is_known_by_its_command_line(cmdline: bytes, expected: bool) -> None:
+    assert is_monitor_of(cmdline.split(b"\0"), "abc") is expected
