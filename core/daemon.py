@@ -32,6 +32,7 @@ from crio.server.deps import Deps
 from crio.server.service import generic_handlers
 from crio.state.store import StateStore
 from crio.storage import Store
+from crio.storage._files import atomic_write
 from crio.streaming.server import StreamServer
 
 __all__ = ["SocketInUseError", "claim_socket", "close_components", "serve", "start_components"]
@@ -199,6 +200,34 @@ def _bind(server: grpc.aio.Server, path: Path) -> None:
     os.chmod(path, 0o660)
 
 
+def _note_boot_or_upgrade(version_file: Path, state: StateStore) -> None:
+    """Log a first start since boot (the version file lives on a tmpfs) and a version change.
+
+    Either way the restore that follows is the same: every record is checked against
+    what runs, and a container the boot ended is reported as lost.
+    """
+    try:
+        previous = version_file.read_text().strip()
+    except FileNotFoundError:
+        pods, containers = len(state.sandboxes()), len(state.containers())
+        if pods or containers:
+            log.warning(
+                "first start since the node booted (no %s): %d pod sandbox(es) and "
+                "%d container(s) were recorded before it",
+                version_file,
+                pods,
+                containers,
+            )
+        return
+    if previous != __version__:
+        log.info("crio %s takes over from crio %s (%s)", __version__, previous, version_file)
+
+
+def _write_version_file(version_file: Path) -> None:
+    version_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(version_file, f"{__version__}\n".encode(), mode=0o644, sync=False)
+
+
 async def serve(
     config: Config,
     plugins: Plugins,
@@ -224,9 +253,12 @@ async def serve(
         spec_defaults=await asyncio.to_thread(_spec_defaults, config),
         streaming=streaming,
     )
+    version_file = Path(config.crio.version_file)
+    await asyncio.to_thread(_note_boot_or_upgrade, version_file, parts.state)
     await restore(deps)
     # Finish what a crash interrupted and release what no record names (logged one by one).
     await reconcile(deps, repair=True)
+    await asyncio.to_thread(_write_version_file, version_file)
     api = config.crio.api
     server = grpc.aio.server(
         options=[

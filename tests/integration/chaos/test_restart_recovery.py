@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import crio
 from crio.api import api_pb2 as api
 from support.chaos_env import conmons_of, store_container_ids
 from support.cri import EventWatch, container_config, wait_until
@@ -176,3 +177,27 @@ def test_check_reports_orphans_and_repair_releases_them(node: Node) -> None:
     node.restart()
     assert [c.id for c in node.cri.containers()] == [kept]
     assert node.cri.status(kept).state == api.CONTAINER_RUNNING
+
+
+def test_first_start_since_boot_and_a_new_version_are_logged(node: Node) -> None:
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    node.cri.create(pod_id, container_config("c", UNTIL_TOLD), start=True)
+    version_file = node.base / "version"
+    assert version_file.read_text() == f"{crio.__version__}\n"
+
+    node.restart(signal.SIGTERM, between=version_file.unlink)  # what a boot does to /run
+    assert (
+        f"first start since the node booted (no {version_file}): 1 pod sandbox(es) and "
+        "1 container(s) were recorded before it"
+    ) in node.crio.log_text()
+    assert version_file.read_text() == f"{crio.__version__}\n"
+
+    node.restart(signal.SIGTERM, between=lambda: version_file.write_text("0.0.1\n"))
+    assert f"crio {crio.__version__} takes over from crio 0.0.1" in node.crio.log_text()
+    assert version_file.read_text() == f"{crio.__version__}\n"
+    assert (
+        node.cri.rt.PodSandboxStatus(
+            api.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
+        ).status.state
+        == api.SANDBOX_READY
+    )
