@@ -112,6 +112,14 @@ class ResultCache:
     async def remove(self, container_id: str, ifname: str) -> None:
         await asyncio.to_thread(self.path(container_id, ifname).unlink, missing_ok=True)
 
+    def unfinished_writes(self) -> list[Path]:
+        """Temporary files of writes a killed daemon never renamed into place."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        return [self.directory / n for n in names if n.startswith(".") and n.endswith(".tmp")]
+
     def records(self) -> Iterator[CacheRecord]:
         """Every readable record (unreadable files are skipped: they name no attachment)."""
         try:

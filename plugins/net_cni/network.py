@@ -392,6 +392,13 @@ class CNINetwork:
                 log.error("pod sandbox %s: CNI DEL failed: %s", record.container_id, exc)
                 continue
             self._locks.pop(record.container_id, None)
+        # Called before crio serves (or by crio check, which repairs only while it does
+        # not): no write is under way, so every temporary file is a killed write's.
+        for path in await asyncio.to_thread(self.cache.unfinished_writes):
+            found.append(f"CNI cache file {path} was left half-written by a crash")
+            if not dry_run:
+                log.warning("%s; removing it", found[-1])
+                await asyncio.to_thread(path.unlink, missing_ok=True)
         network, _ = self.configs.current()
         if network is not None and not dry_run:
             attached = [(r.container_id, r.ifname) for r in self._records.values()]

@@ -155,6 +155,9 @@ def test_check_reports_orphans_and_repair_releases_them(node: Node) -> None:
     # The records of one pod and its container are lost; what they named stays behind.
     (node.base / "state" / "containers" / f"{lost}.json").unlink()
     (node.base / "state" / "sandboxes" / f"{lost_pod}.json").unlink()
+    # And a write of the CNI cache was killed before its rename.
+    half_written = node.base / "runroot" / "crio-net" / "results" / f".{lost_pod}-eth0.json.tmp"
+    half_written.write_text('{"format": "crio-cni')
     code, report = _check(node)
     assert code == 1, report
     for expected in (
@@ -164,6 +167,7 @@ def test_check_reports_orphans_and_repair_releases_them(node: Node) -> None:
         f"store container {lost}",
         f"pinned namespace {node.base}/ns/ipcns/{lost_pod}: pod sandbox {lost_pod} has no record",
         f"pod run directory {node.base}/runroot/crio-sandboxes/{lost_pod}: pod sandbox",
+        f"CNI cache file {half_written} was left half-written by a crash",
     ):
         assert expected in report, report
     assert kept not in report and kept_pod not in report
@@ -174,6 +178,7 @@ def test_check_reports_orphans_and_repair_releases_them(node: Node) -> None:
     assert store_container_ids(node.base) == {kept}
     assert not (node.base / "runroot" / "crio-sandboxes" / lost_pod).exists()
     assert not (node.base / "ns" / "ipcns" / lost_pod).exists()
+    assert not half_written.exists()
     node.restart()
     assert [c.id for c in node.cri.containers()] == [kept]
     assert node.cri.status(kept).state == api.CONTAINER_RUNNING
