@@ -12,7 +12,17 @@ from typing import Any
 from crio.oci.runtime import ContainerState
 from crio_plugins.runtime_runc._proc import write_json
 
-__all__ = ["STATE_FILE", "RuncContainer", "is_monitor_of", "monitor_pid", "read_pid", "wait_gone"]
+__all__ = [
+    "STATE_FILE",
+    "RuncContainer",
+    "in_cgroup",
+    "is_monitor_of",
+    "lists_cgroup",
+    "monitor_pid",
+    "read_pid",
+    "runtime_pid",
+    "wait_gone",
+]
 
 STATE_FILE = "runc.json"
 
@@ -85,6 +95,42 @@ def is_monitor_of(argv: list[bytes], container_id: str) -> bool:
     with contextlib.suppress(ValueError, IndexError):
         return argv[argv.index(b"-c") + 1] == container_id.encode()
     return False
+
+
+def lists_cgroup(proc_cgroup: str, cgroups_path: str) -> bool:
+    """Whether a ``/proc/PID/cgroup`` text puts the process in ``cgroups_path`` (or below)."""
+    leaf = cgroups_path.rstrip("/").rsplit("/", 1)[-1]
+    for line in proc_cgroup.splitlines():
+        path = line.split(":", 2)[-1]
+        if f"/{leaf}/" in f"{path}/":
+            return True
+    return False
+
+
+def in_cgroup(pid: int, cgroups_path: str) -> bool:
+    """Whether process ``pid`` lives in the container cgroup ``cgroups_path``.
+
+    Told apart this way, a PID read from runc's pidfile after a crash is the
+    container's and not a process that took the PID over while crio was down.
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup") as handle:
+            return lists_cgroup(handle.read(), cgroups_path)
+    except OSError:
+        return False
+
+
+def runtime_pid(bundle: Path, cgroups_path: str) -> int:
+    """The container's PID from the runtime's pidfile in ``bundle``, or 0.
+
+    Read after a crash that came before crio noted the PID: the PID counts only
+    while its process lives in the container's cgroup.
+    """
+    pid = read_pid(bundle / "pidfile")
+    cgroupfs = cgroups_path and ":" not in cgroups_path  # not the systemd form
+    if pid and cgroupfs and not in_cgroup(pid, cgroups_path):
+        return 0  # the container ended and its PID went to another process
+    return pid
 
 
 async def wait_gone(pid: int, timeout: float) -> None:

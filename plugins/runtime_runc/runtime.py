@@ -47,7 +47,7 @@ from crio_plugins.runtime_runc._container import (
     STATE_FILE,
     RuncContainer,
     monitor_pid,
-    read_pid,
+    runtime_pid,
     wait_gone,
 )
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
@@ -287,7 +287,9 @@ class RuncRuntime:
         pid, pid_start = int(data.get("pid", 0)), int(data.get("pid_start", 0))
         if not pid:
             # Killed between conmon's start and our record of it: runc's pidfile knows.
-            pid = await asyncio.to_thread(read_pid, spec.bundle / "pidfile")
+            pid = await asyncio.to_thread(
+                runtime_pid, spec.bundle, str(linux.get("cgroupsPath", ""))
+            )
             pid_start = process_start(pid) if pid else 0
         ctr = RuncContainer(
             container_id=spec.container_id,

@@ -206,3 +206,37 @@ def test_first_start_since_boot_and_a_new_version_are_logged(node: Node) -> None
         ).status.state
         == api.SANDBOX_READY
     )
+
+
+def test_the_runtime_pidfile_is_believed_only_for_a_process_in_the_container_cgroup(
+    node: Node,
+) -> None:
+    """crio killed before it noted the PIDs: runc's pidfile is read, and checked."""
+    pod_id = node.cri.run_pod(node.pod(), runtime_handler="runc")
+    kept = node.cri.create(pod_id, container_config("kept", UNTIL_TOLD), start=True)
+    taken = node.cri.create(pod_id, container_config("taken", UNTIL_TOLD), start=True)
+    kept_pid, taken_pid = _pid(node, kept), _pid(node, taken)
+    bundle_of = {cid: _bundle(node, cid) for cid in (kept, taken)}
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+
+        def forget_pids_and_lose_one_container() -> None:
+            for cid in (kept, taken):
+                noted = bundle_of[cid] / "runc.json"
+                record = json.loads(noted.read_text())
+                noted.write_text(json.dumps({**record, "pid": 0, "pid_start": 0}))
+            os.kill(dict(conmons_of(node.base))[taken], signal.SIGKILL)
+            os.kill(taken_pid, signal.SIGKILL)
+            wait_until(lambda: len(conmons_of(node.base)) == 1, what="one monitor is gone")
+            (bundle_of[taken] / "pidfile").write_text(str(stranger.pid))
+
+        node.restart(signal.SIGKILL, between=forget_pids_and_lose_one_container)
+        assert node.cri.status(kept).state == api.CONTAINER_RUNNING
+        assert _pid(node, kept) == kept_pid
+        status = node.cri.status(taken)
+        assert (status.state, status.reason) == (api.CONTAINER_EXITED, "ContainerLost")
+        node.cri.rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+        assert stranger.poll() is None  # never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()

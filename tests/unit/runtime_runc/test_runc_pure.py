@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crio_plugins.runtime_runc._container import is_monitor_of
+from crio_plugins.runtime_runc._container import in_cgroup, is_monitor_of, lists_cgroup
 from crio_plugins.runtime_runc._proc import parse_net_dev, process_start
 from crio_plugins.runtime_runc.cgroups import Hierarchies, parse_cgroup_mounts, parse_flat_keyed
 from crio_plugins.runtime_runc.crilog import parse_records, split_streams
@@ -138,3 +138,25 @@ def test_net_dev_and_process_start() -> None:
 )
 def test_a_monitor_is_known_by_its_command_line(cmdline: bytes, expected: bool) -> None:
     assert is_monitor_of(cmdline.split(b"\0"), "abc") is expected
+
+
+PROC_CGROUP = (
+    "12:hugetlb:/\n11:memory:/crio-test-1/pod-abc/crio-0123\n0::/crio-test-1/pod-abc/crio-0123\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("cgroups_path", "expected"),
+    [
+        ("/crio-test-1/pod-abc/crio-0123", True),
+        ("/crio-test-1/pod-abc/crio-0123/", True),
+        ("/crio-test-1/pod-abc/crio-012", False),  # a prefix of the leaf is not the leaf
+        ("/crio-test-1/pod-abc/crio-9999", False),
+    ],
+)
+def test_a_container_pid_is_known_by_its_cgroup(cgroups_path: str, expected: bool) -> None:
+    assert lists_cgroup(PROC_CGROUP, cgroups_path) is expected
+
+
+def test_this_process_is_in_no_container_cgroup() -> None:
+    assert not in_cgroup(os.getpid(), "/crio-test-1/pod-abc/crio-0123")
