@@ -187,14 +187,9 @@ async def make_container(
     )
     undo.push("the runtime's container", lambda: runtime.remove_container(container_id))
     names = getattr(image, "names", ()) or ()
-    return ContainerRecord(
-        container_id=container_id,
-        pod_sandbox_id=pod.pod_sandbox_id,
-        name=request.name,
-        attempt=request.attempt,
-        runtime_handler=pod.runtime_handler,
+    return dataclasses.replace(
+        intended,
         created_at=deps.clock(),
-        bundle=str(bundle),
         image=names[0] if names and request.image == image.id else request.image,
         image_ref=f"sha256:{image.id}" if not str(image.id).startswith("sha256:") else image.id,
         user_specified_image=user_specified_image,
@@ -207,7 +202,6 @@ async def make_container(
         tty=request.tty,
         stdin=request.stdin,
         stdin_once=request.stdin_once,
-        infra=infra,
     )
 
 

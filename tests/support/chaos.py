@@ -378,6 +378,19 @@ class Chaos:
 
         return self._ctr_op(ctr, lambda: self._call(self.rt.RemoveContainer, request), removed)
 
+    def _pod_call_ended(self, pod: Pod, reply: Any) -> bool:
+        """Note a pod-wide call's end (under the lock); whether it succeeded.
+
+        Cut off by a kill (no reply), the pod and its containers become uncertain.
+        """
+        pod.busy = False
+        if reply is None:
+            pod.uncertain = True
+            for ctr in self._of(pod.pod_id):
+                ctr.uncertain = True
+            return False
+        return not isinstance(reply, grpc.StatusCode)
+
     def _op_stop_pod(self, pod: Pod) -> Callable[[], None]:
         pod.busy = True
 
@@ -386,12 +399,7 @@ class Chaos:
                 self.rt.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=pod.pod_id)
             )
             with self._lock:
-                pod.busy = False
-                if reply is None:
-                    pod.uncertain = True
-                    for ctr in self._of(pod.pod_id):
-                        ctr.uncertain = True
-                elif not isinstance(reply, grpc.StatusCode):
+                if self._pod_call_ended(pod, reply):
                     pod.ready = False
                     for ctr in self._of(pod.pod_id):  # created ones too: they are stopped
                         ctr.state = "exited"
@@ -406,12 +414,7 @@ class Chaos:
                 self.rt.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=pod.pod_id)
             )
             with self._lock:
-                pod.busy = False
-                if reply is None:
-                    pod.uncertain = True
-                    for ctr in self._of(pod.pod_id):
-                        ctr.uncertain = True
-                elif not isinstance(reply, grpc.StatusCode):
+                if self._pod_call_ended(pod, reply):
                     for ctr in self._of(pod.pod_id):
                         self.ctrs.pop(ctr.cid)
                         self.removed.add(ctr.cid)
