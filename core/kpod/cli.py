@@ -23,19 +23,28 @@ from crio import __version__, errors
 from crio.kpod import commands
 from crio.kpod.common import Context, UsageError, add_store_flags
 
-__all__ = ["EXIT_CODES", "main"]
+__all__ = ["EXIT_CODES", "exit_code", "main"]
 
-#: Exit status per error class, most specific first (the Docker CLI exits 1
-#: for most failures and 125 when the command itself is wrong).
-EXIT_CODES: tuple[tuple[type[errors.CrioError], int], ...] = (
+#: Exit status per error class, most specific first, as the Docker CLI and
+#: podman use them: 125 when kpod itself failed (its command line, its
+#: configuration, its plugins, a component it needs), 1 for an error in the
+#: named object (no such container, wrong state, the runtime refused).
+#: ``wait``, ``exec`` and ``start -a`` return the container's own code.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UsageError, 125),
     (errors.ConfigError, 125),
+    (errors.PluginError, 125),
+    (errors.UnavailableError, 125),
+    (errors.PermissionDeniedError, 125),
     (errors.CrioError, 1),
 )
+#: Anything else is a failure of kpod itself.
+INTERNAL_ERROR = 125
 
 
-def _exit_code(exc: errors.CrioError) -> int:
-    return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
+def exit_code(exc: BaseException) -> int:
+    """The exit status for ``exc`` (see :data:`EXIT_CODES`)."""
+    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), INTERNAL_ERROR)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,11 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args))
     except errors.CrioError as exc:
         print(f"kpod: {exc}", file=sys.stderr)
-        return _exit_code(exc)
+        return exit_code(exc)
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unexpected host failure: kpod itself failed
+        logging.getLogger("crio.kpod").debug("kpod failed", exc_info=True)
+        print(f"kpod: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

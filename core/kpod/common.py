@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -133,34 +132,11 @@ def human_ago(ns: int, now: float | None = None) -> str:
     return f"{int(seconds // (86400 * 365))} years ago"
 
 
-_FIELD = re.compile(r"{{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*}}")
-
-
 def render(template: str, item: Mapping[str, Any]) -> str:
-    """A Go-template subset: ``{{.Field}}``, ``{{.A.B}}``, ``{{json .Field}}``, ``{{json .}}``.
+    """A Go template applied to ``item`` (see :mod:`crio.kpod.output`). :raises UsageError:"""
+    from crio.kpod.output import render as render_template
 
-    :raises UsageError: a field the object does not have.
-    """
-    text = template.replace("\\t", "\t").replace("\\n", "\n")
-
-    def value(match: re.Match[str]) -> str:
-        as_json, path = match.group(1), match.group(2)
-        current: Any = item
-        for part in [p for p in path.split(".") if p]:
-            if not isinstance(current, Mapping) or part not in current:
-                raise UsageError(f"template: field {part!r} does not exist (in {template!r})")
-            current = current[part]
-        if as_json:
-            return json.dumps(current)
-        if isinstance(current, (list, tuple)):
-            return "[" + " ".join(str(v) for v in current) + "]"
-        if isinstance(current, Mapping):
-            return "map[" + " ".join(f"{k}:{v}" for k, v in current.items()) + "]"
-        if isinstance(current, bool):
-            return "true" if current else "false"
-        return str(current)
-
-    return _FIELD.sub(value, text)
+    return render_template(template, item)
 
 
 def print_rows(
@@ -171,34 +147,10 @@ def print_rows(
     heading: bool = True,
     out: Callable[[str], None] = print,
 ) -> None:
-    """Print ``rows`` as a table of ``columns`` (header, key), as JSON, or by template.
+    """Rows as a Docker-CLI table, JSON lines or a template (see :mod:`crio.kpod.output`)."""
+    from crio.kpod.output import print_rows as print_table
 
-    ``fmt``: None (table), ``json`` (one JSON object per line, as the Docker
-    CLI prints), ``table {{.A}}\\t{{.B}}`` or ``{{.A}}``.
-    """
-    if fmt == "json":
-        for row in rows:
-            out(json.dumps(row, separators=(",", ":")))
-        return
-    if fmt and not fmt.startswith("table"):
-        for row in rows:
-            out(render(fmt, row))
-        return
-    if fmt:  # "table {{.ID}}\t{{.Size}}": the header comes from the field names
-        template = fmt[len("table") :].strip()
-        fields = [m.group(2) for m in _FIELD.finditer(template)]
-        columns = [(_header(f), f) for f in fields]
-    table = [[h for h, _ in columns]] if heading else []
-    table += [[str(row.get(key, "")) for _, key in columns] for row in rows]
-    if not table:
-        return
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for r in table:
-        out("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
-
-
-def _header(field: str) -> str:
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", field.split(".")[-1]).upper()
+    print_table(rows, columns, fmt=fmt, heading=heading, out=out)
 
 
 def write_json(data: Any, out: Callable[[str], None] = print) -> None:

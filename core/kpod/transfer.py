@@ -14,6 +14,7 @@ from crio.image.copy import CopyOptions, CopyResult, ProgressFn, copy_image
 from crio.image.pull import ImageSettings, split_transport
 from crio.image.reference import Reference
 from crio.kpod.common import Context, UsageError
+from crio.kpod.output import is_terminal
 from crio.kpod.progress import ProgressPrinter
 
 __all__ = [
@@ -61,7 +62,12 @@ def settings(ctx: Context, args: argparse.Namespace) -> ImageSettings:
 
 
 def printer(quiet: bool) -> ProgressPrinter | None:
-    return None if quiet else ProgressPrinter(sys.stderr, sys.stderr.isatty())
+    """Progress bars on stdout when it is a terminal; otherwise plain lines on stderr."""
+    if quiet:
+        return None
+    if is_terminal(sys.stdout):
+        return ProgressPrinter(sys.stdout, True)
+    return ProgressPrinter(sys.stderr, False)
 
 
 async def copy_between(

@@ -17,7 +17,7 @@ from crio.image.docker_archive import ArchiveSource
 from crio.image.oci_layout import REF_NAME
 from crio.image.reference import normalize, parse
 from crio.kpod.common import Context
-from crio.kpod.transfer import copy_between, settings
+from crio.kpod.transfer import copy_between, printer, settings
 
 
 def register(sub: Any) -> None:
@@ -71,6 +71,7 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         kind, refs = _kind(path)
         store = await ctx.store()
+        show = printer(args.quiet)
         for ref in refs:
             names: list[str] = []
             if kind == "docker-archive":
@@ -83,7 +84,7 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
                     names = []
             target = names[0] if names else ""
             result = await copy_between(
-                ctx, conf, f"{kind}:{path}:{ref}", f"containers-storage:{target}"
+                ctx, conf, f"{kind}:{path}:{ref}", f"containers-storage:{target}", progress=show
             )
             for extra in names[1:]:
                 await store.tag_image(result.committed, extra)

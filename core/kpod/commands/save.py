@@ -12,7 +12,7 @@ from typing import Any
 from crio.errors import NotFoundError
 from crio.image.local import find_image
 from crio.kpod.common import Context, refuse_tty_output
-from crio.kpod.transfer import copy_between, settings
+from crio.kpod.transfer import copy_between, printer, settings
 
 
 def register(sub: Any) -> None:
@@ -43,7 +43,13 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
         else:
             tag = name.rpartition(":")[2] if name else ""
             ref = f"{target}:{tag}" if tag else target
-        await copy_between(ctx, conf, f"containers-storage:@{image.id}", f"{args.format}:{ref}")
+        await copy_between(
+            ctx,
+            conf,
+            f"containers-storage:@{image.id}",
+            f"{args.format}:{ref}",
+            progress=printer(args.quiet),
+        )
         if args.output is None:
             with open(target, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer)
