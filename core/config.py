@@ -158,6 +158,17 @@ def _default_handlers() -> dict[str, RuntimeHandler]:
     }
 
 
+#: The groups of series ``metrics_collectors`` may list (see crio.metrics.COLLECTORS).
+_METRICS_COLLECTORS = (
+    "operations",
+    "image_pulls",
+    "containers",
+    "containers_oom",
+    "startup",
+    "network",
+    "storage",
+)
+
 _DEFAULT_CAPABILITIES = [
     "CHOWN",
     "DAC_OVERRIDE",
@@ -361,11 +372,46 @@ class NetworkConfig(_Table):
 
 
 class MetricsConfig(_Table):
-    """``[crio.metrics]``: Prometheus metrics."""
+    """``[crio.metrics]``: Prometheus metrics, served at ``/metrics``."""
 
-    enable_metrics: bool = Field(False, description="Serve metrics over HTTP.")
-    metrics_host: str = Field("127.0.0.1", description="Address of the metrics server.")
-    metrics_port: int = Field(9090, ge=1, le=65535, description="Port of the metrics server.")
+    enable_metrics: bool = Field(
+        False,
+        description="Serve Prometheus metrics (on metrics_host:metrics_port and/or "
+        "metrics_socket).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics server binds (with metrics_port)."
+    )
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="TCP port of the metrics server; 0: no TCP listener."
+    )
+    metrics_socket: AbsPath = Field(
+        "", description="Unix socket the metrics are also served on; empty: none."
+    )
+    metrics_collectors: list[str] = Field(
+        default_factory=lambda: list(_METRICS_COLLECTORS),
+        description="Groups of series to collect: " + ", ".join(_METRICS_COLLECTORS) + ".",
+    )
+
+    @field_validator("metrics_collectors")
+    @classmethod
+    def _known_collectors(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(_METRICS_COLLECTORS))
+        if unknown:
+            raise ValueError(
+                f"unknown collector(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(_METRICS_COLLECTORS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere_to_serve(self) -> MetricsConfig:
+        if self.enable_metrics and not self.metrics_port and not self.metrics_socket:
+            raise ValueError(
+                "enable_metrics: metrics_port is 0 and metrics_socket is empty; "
+                "set at least one of them"
+            )
+        return self
 
 
 class CrioConfig(_Table):

@@ -21,6 +21,8 @@ import grpc
 from crio import __version__
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
+from crio.metrics import TimedNetwork
+from crio.metrics import create as create_metrics
 from crio.network import Network
 from crio.oci.container import SpecDefaults
 from crio.oci.runtime import Runtime
@@ -240,14 +242,21 @@ async def serve(
     _use_pidfd_child_watcher()
     _use_larger_executor()
     plugins.configure(config)
+    metrics = create_metrics(config)
+    if metrics.enabled:
+        plugins.register(metrics, "metrics")  # it observes exits through the hooks
     parts = await start_components(config, plugins)
+    network = parts.network
+    if network is not None and metrics.enabled:
+        network = TimedNetwork(network, metrics)
     streaming = StreamServer(config.crio.api)
     deps = Deps(
         store=parts.store,
         config=config,
         plugins=plugins,
         runtimes=parts.runtimes,
-        network=parts.network,
+        network=network,
+        metrics=metrics,
         network_error=parts.network_error,
         state=parts.state,
         spec_defaults=await asyncio.to_thread(_spec_defaults, config),
@@ -257,7 +266,8 @@ async def serve(
     await asyncio.to_thread(_note_boot_or_upgrade, version_file, parts.state)
     await restore(deps)
     # Finish what a crash interrupted and release what no record names (logged one by one).
-    await reconcile(deps, repair=True)
+    released = await reconcile(deps, repair=True)
+    metrics.started(len(parts.state.sandboxes()), len(parts.state.containers()), len(released))
     await asyncio.to_thread(_write_version_file, version_file)
     api = config.crio.api
     server = grpc.aio.server(
@@ -269,6 +279,7 @@ async def serve(
     server.add_generic_rpc_handlers(generic_handlers(deps, HANDLERS))
     try:
         await streaming.start()  # a busy stream port stops crio (ConfigError)
+        await metrics.start(deps)  # so does a busy metrics port
         _bind(server, listen)
         await server.start()
         log.info("crio %s serving CRI v1 on %s", __version__, listen)
@@ -279,6 +290,7 @@ async def serve(
         await server.stop(grace=STOP_GRACE_SECONDS)
     finally:
         await streaming.close()  # ends exec/attach sessions: their processes are killed
+        await metrics.close()
         deps.events.close()
         await deps.tasks.close()
         await close_components(parts)

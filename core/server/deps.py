@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crio.image.pull import Puller
+from crio.metrics import Metrics
 from crio.oci.container import ImageConfig, SpecDefaults
 from crio.server._tasks import TaskSet
 from crio.state.hub import EventHub
@@ -67,3 +68,5 @@ class Deps:
     layer_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Container id -> (record, its serialized CRI Container) for ListContainers.
     wire_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict)
+    #: What crio measures about itself (records nothing unless metrics are enabled).
+    metrics: Metrics = field(default_factory=Metrics)

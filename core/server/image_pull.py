@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError
 from crio.events import ImageEvent
 from crio.image.auth import Credentials
+from crio.image.copy import Progress
 from crio.image.reference import Reference
 from crio.image.transport import ImageDestination
+from crio.metrics import registry_of
 from crio.server._images import settings, store_of
 from crio.server.deps import Deps
 
@@ -50,9 +53,30 @@ async def pull_image(deps: Deps, req: api.PullImageRequest) -> api.PullImageResp
     async def destination(ref: Reference | None, reference: str) -> ImageDestination:
         return await storage.open_destination(str(ref) if ref else "", conf.context(store=store))
 
-    result = await deps.image_pulls.pull(
-        deps.plugins, image, conf, destination, credentials=creds, store=store, share_key="cri"
-    )
+    fetched: dict[str, int] = {}
+
+    def progress(step: Progress) -> None:
+        if step.kind == "done":
+            fetched[step.digest] = step.done
+
+    started, ok = time.perf_counter(), False
+    try:
+        result = await deps.image_pulls.pull(
+            deps.plugins,
+            image,
+            conf,
+            destination,
+            credentials=creds,
+            store=store,
+            share_key="cri",
+            progress=progress,
+        )
+        ok = True
+    finally:
+        registry = registry_of(result.reference if ok else image)
+        deps.metrics.image_pulled(
+            registry, sum(fetched.values()), time.perf_counter() - started, ok
+        )
     log.info(
         "pulled %s as image %s (manifest %s)",
         result.reference,

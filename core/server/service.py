@@ -86,28 +86,49 @@ async def _fail(
     )
 
 
+def _failure_code(exc: Exception) -> str:
+    return status_code(exc).name if isinstance(exc, CrioError) else "INTERNAL"
+
+
 def _unary(rpc: str, deps: Deps, handler: Handler | None) -> Callable[..., Awaitable[Message]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Message:
         started = time.perf_counter()
+        done = False
+
+        def finish(code: str) -> None:
+            # Recorded before the answer leaves: a client that reads metrics after
+            # its call returned finds the call counted.
+            nonlocal done
+            done = True
+            seconds = time.perf_counter() - started
+            deps.metrics.rpc_done(rpc, code, seconds)
+            log.debug("%s done in %.2f ms (%s)", rpc, seconds * 1000, code)
+
         try:
             if isinstance(request, _Undecodable):
+                finish("INVALID_ARGUMENT")
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"{rpc}: request is not a valid message: {request.error}",
                 )
             if handler is None:
+                finish("UNIMPLEMENTED")
                 await context.abort(
                     grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented by crio"
                 )
             try:
-                return await handler(deps, request)
+                response = await handler(deps, request)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
+                finish(_failure_code(exc))
                 await _fail(context, rpc, exc, request)
                 raise  # unreachable: abort raised
+            finish("OK")
+            return response
         finally:
-            log.debug("%s done in %.2f ms", rpc, (time.perf_counter() - started) * 1000)
+            if not done:  # cancelled by the client or by shutdown
+                finish("CANCELLED")
 
     return call
 
