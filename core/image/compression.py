@@ -11,10 +11,10 @@ from __future__ import annotations
 import bz2
 import enum
 import lzma
-import zlib
 from typing import Protocol
 
 import zstandard
+from zlib_ng import zlib_ng as zlib
 
 from crio.errors import CrioError
 

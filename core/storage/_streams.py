@@ -8,11 +8,11 @@ import hashlib
 import io
 import lzma
 import queue
-import zlib
 from collections.abc import AsyncIterable
 from typing import IO
 
 import zstandard
+from zlib_ng import zlib_ng as zlib
 
 from crio.errors import CrioError, StorageError
 from crio.storage.records import COMPRESSION_GZIP, COMPRESSION_NONE, COMPRESSION_ZSTD

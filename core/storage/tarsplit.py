@@ -26,11 +26,11 @@ import posixpath
 from collections.abc import Callable, Iterator
 from typing import IO
 
-import crcmod
+import fastcrc
 
 from crio.storage.tarstream import Data, End, Member, MemberEnd, Segment
 
-__all__ = ["TarSplitError", "TarSplitWriter", "assemble", "crc64_iso"]
+__all__ = ["Crc64", "TarSplitError", "TarSplitWriter", "assemble", "crc64_iso"]
 
 SEGMENT = 2
 FILE = 1
@@ -40,13 +40,29 @@ class TarSplitError(ValueError):
     """tar-split metadata is malformed or does not match the files."""
 
 
-#: Building a Crc computes its table in Python (~1 ms): build it once, then copy.
-_CRC64_ISO = crcmod.Crc(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
+class Crc64:
+    """A running CRC-64/GO-ISO (Go's ``crc64.MakeTable(crc64.ISO)``).
+
+    fastcrc computes it at ~0.15 ns a byte and releases the GIL, so the
+    checksum costs little next to hashing and inflating the layer.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self.value = fastcrc.crc64.go_iso(data, self.value)
+
+    def digest(self) -> bytes:
+        """The checksum, big-endian, as Go's ``hash.Hash64.Sum`` writes it."""
+        return (0 if self.value is None else self.value).to_bytes(8, "big")
 
 
-def crc64_iso() -> crcmod.Crc:
-    """A fresh CRC-64/GO-ISO (Go's ``crc64.MakeTable(crc64.ISO)``); ``digest()`` is big-endian."""
-    return _CRC64_ISO.new()
+def crc64_iso() -> Crc64:
+    """A fresh CRC-64/GO-ISO; ``digest()`` is big-endian."""
+    return Crc64()
 
 
 def _line(entry: dict[str, object]) -> bytes:
@@ -64,7 +80,7 @@ class TarSplitWriter:
         self._out = bytearray()
         self._segment = bytearray()
         self._position = 0
-        self._crc: crcmod.Crc | None = None
+        self._crc: Crc64 | None = None
         self._member: Member | None = None
         self._seen: set[str] = set()
         self.duplicate = False
