@@ -13,7 +13,6 @@ import enum
 import lzma
 from typing import Protocol
 
-import zstandard
 from zlib_ng import zlib_ng as zlib
 
 from crio.errors import CrioError
@@ -104,6 +103,9 @@ class _Gzip:
 
 class _Zstd:
     def __init__(self) -> None:
+        import zstandard  # loaded by the first zstd layer
+
+        self._zstd_error = zstandard.ZstdError
         self._dctx = zstandard.ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
         self._pending = False
@@ -113,7 +115,7 @@ class _Zstd:
         while data:
             try:
                 out.append(self._obj.decompress(data))
-            except zstandard.ZstdError as exc:
+            except self._zstd_error as exc:
                 raise CompressionError(f"zstd: {exc}") from None
             self._pending = not self._obj.eof
             if not self._obj.eof:
@@ -175,6 +177,8 @@ class _GzipOut:
 
 class _ZstdOut:
     def __init__(self, level: int) -> None:
+        import zstandard
+
         self._obj = zstandard.ZstdCompressor(level=level).compressobj()
 
     def feed(self, data: bytes) -> bytes:

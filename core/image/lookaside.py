@@ -23,13 +23,13 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from crio.errors import ConfigError, CrioError, UnavailableError, UnsupportedError
 from crio.image.reference import Reference
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_REGISTRIES_D",
@@ -101,7 +101,10 @@ def load(directory: str | Path = "") -> Lookaside:
         if directory:
             raise ConfigError("registries.d directory does not exist", file=str(path))
         return Lookaside()
-    for file in sorted(path.glob("*.yaml")):
+    files = sorted(path.glob("*.yaml"))
+    if files:
+        import yaml  # only nodes with lookaside configs pay for the YAML parser
+    for file in files:
         try:
             doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -138,6 +141,8 @@ def _read_file(url: str) -> bytes | None:
 
 
 async def _read_http(client: httpx.AsyncClient, url: str) -> bytes | None:
+    import httpx
+
     try:
         response = await client.get(url)
     except httpx.HTTPError as exc:
@@ -157,7 +162,11 @@ async def read_signatures(base: str, ref: Reference, manifest_digest: str) -> Se
         return []
     scheme = urllib.parse.urlsplit(base).scheme
     out: list[bytes] = []
-    client = httpx.AsyncClient(timeout=30) if scheme in ("http", "https") else None
+    client = None
+    if scheme in ("http", "https"):
+        import httpx  # the HTTP client is loaded by the first pull that needs it
+
+        client = httpx.AsyncClient(timeout=30)
     try:
         for index in range(1, MAX_SIGNATURES + 1):
             url = signature_url(base, ref, manifest_digest, index)

@@ -31,12 +31,12 @@ from crio.image import manifest as mf
 from crio.image import policy as policy_conf
 from crio.image import registries as registries_conf
 from crio.image.auth import Credentials
-from crio.image.copy import CopyOptions, CopyResult, ProgressFn, copy_image
 from crio.image.reference import Reference, normalize, parse
 from crio.image.transport import ImageDestination, ImageTransport, TransportContext
 
 if TYPE_CHECKING:
     from crio.config import Config
+    from crio.image.copy import CopyResult, ProgressFn
     from crio.plugins import Plugins
 
 __all__ = ["ImageSettings", "PullResult", "Puller", "split_transport"]
@@ -216,6 +216,8 @@ class Puller:
         store: object,
         progress: ProgressFn | None,
     ) -> PullResult:
+        from crio.image.copy import CopyOptions, copy_image  # the copy engine, on first pull
+
         policy = await asyncio.to_thread(policy_conf.load, settings.signature_policy)
         context = settings.context(credentials, store)
         docker_ref = normalize(parse(reference)) if name == "docker" else None

@@ -24,8 +24,6 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import gnupg
-
 from crio import __version__
 from crio.errors import CrioError
 from crio.image.reference import Reference, normalize, parse, validate_digest
@@ -126,6 +124,8 @@ class Keyring:
     def __init__(self, keys: Iterable[bytes]) -> None:
         self._home = tempfile.mkdtemp(prefix="crio-gpg-")
         weakref.finalize(self, _remove_home, self._home)
+        import gnupg  # only policies with signedBy requirements get here
+
         self._gpg = gnupg.GPG(gnupghome=self._home, options=["--no-autostart"])
         self._lock = threading.Lock()
         fingerprints: set[str] = set()
@@ -160,6 +160,8 @@ def sign(payload: bytes, key_id: str, gnupg_home: str | None = None) -> bytes:
 
     :raises SignatureError: gpg could not sign (unknown key, locked key ...).
     """
+    import gnupg
+
     home = gnupg_home or os.environ.get("GNUPGHOME") or None
     gpg = gnupg.GPG(gnupghome=home)
     result = gpg.sign(payload, keyid=key_id, binary=True, clearsign=False, detach=False)

@@ -6,9 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from crio.image.pull import Puller
 from crio.metrics import Metrics
 from crio.oci.container import ImageConfig, SpecDefaults
 from crio.server._tasks import TaskSet
@@ -16,6 +15,7 @@ from crio.state.hub import EventHub
 
 if TYPE_CHECKING:
     from crio.config import Config
+    from crio.image.pull import Puller
     from crio.network import Network
     from crio.oci.runtime import Runtime
     from crio.plugins import Plugins
@@ -23,7 +23,30 @@ if TYPE_CHECKING:
     from crio.storage import Store
     from crio.streaming.server import StreamServer
 
-__all__ = ["Deps", "NodeInfo"]
+__all__ = ["Deferred", "Deps", "NodeInfo"]
+
+T = TypeVar("T")
+
+
+class Deferred(Generic[T]):
+    """One object, made on first use (its module may be heavy and many nodes never need it)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
+def _puller() -> Puller:
+    from crio.image.pull import Puller  # the registry client, signatures, archive transports
+
+    return Puller()
 
 
 @dataclass(slots=True)
@@ -48,7 +71,7 @@ class Deps:
     #: The image, layer and container store (None only in tests that need none).
     store: Store | None = None
     #: Pulls in progress, so that concurrent pulls of one image share one download.
-    image_pulls: Puller = field(default_factory=Puller)
+    image_pulls: Deferred[Puller] = field(default_factory=lambda: Deferred(_puller))
     #: Pod and container records (None only in tests of the info RPCs).
     state: StateStore | None = None
     #: Container events for GetContainerEvents.

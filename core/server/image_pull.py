@@ -61,7 +61,7 @@ async def pull_image(deps: Deps, req: api.PullImageRequest) -> api.PullImageResp
 
     started, ok = time.perf_counter(), False
     try:
-        result = await deps.image_pulls.pull(
+        result = await deps.image_pulls.get().pull(
             deps.plugins,
             image,
             conf,

@@ -35,7 +35,6 @@ from crio.server._containers import find_stored_image, make_container, namespace
 from crio.server._lifecycle import spawn_exit_watch
 from crio.server._restore import sandbox_spec
 from crio.server.deps import Deps
-from crio.server.image_pull import pull_image
 from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
 
@@ -204,6 +203,8 @@ async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRec
     image = deps.config.crio.image
     if await find_stored_image(deps, image.pause_image) is None:
         log.info("pulling the pause image %s", image.pause_image)
+        from crio.server.image_pull import pull_image  # the pull machinery, on first need
+
         await pull_image(deps, api.PullImageRequest(image=api.ImageSpec(image=image.pause_image)))
     infra_id = new_id()
     request = ContainerRequest(

@@ -10,25 +10,55 @@ with its duration at debug level.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from crio.api import api_pb2 as api
 from crio.errors import CrioError
-from crio.server.deps import Deps
 from crio.server.status import status_code
 
-__all__ = ["SERVICES", "Handler", "StreamHandler", "generic_handlers", "subject"]
+if TYPE_CHECKING:
+    from crio.server.deps import Deps
+
+__all__ = ["SERVICES", "Handler", "LazyHandler", "StreamHandler", "generic_handlers", "subject"]
 
 log = logging.getLogger("crio.server")
 
-Handler = Callable[[Deps, Any], Awaitable[Message]]
-StreamHandler = Callable[[Deps, Any], AsyncIterator[Message]]
+Handler = Callable[["Deps", Any], Awaitable[Message]]
+StreamHandler = Callable[["Deps", Any], AsyncIterator[Message]]
+
+
+class LazyHandler:
+    """A handler named ``package.module:function``, imported on its first call.
+
+    Calling it calls the function (a coroutine or an async iterator, as the
+    function returns). An import error is a bug in crio and surfaces as one.
+    """
+
+    __slots__ = ("_function", "target")
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._function: Callable[..., Any] | None = None
+
+    def resolve(self) -> Callable[..., Any]:
+        if self._function is None:
+            module, _, name = self.target.partition(":")
+            self._function = getattr(importlib.import_module(module), name)
+        return self._function
+
+    def __call__(self, deps: Deps, request: Any) -> Any:
+        return self.resolve()(deps, request)
+
+    def __repr__(self) -> str:
+        return f"LazyHandler({self.target!r})"
+
 
 SERVICES = ("RuntimeService", "ImageService")
 

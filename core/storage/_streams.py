@@ -11,7 +11,6 @@ import queue
 from collections.abc import AsyncIterable
 from typing import IO
 
-import zstandard
 from zlib_ng import zlib_ng as zlib
 
 from crio.errors import CrioError, StorageError
@@ -136,6 +135,8 @@ def decompress(raw: IO[bytes]) -> tuple[IO[bytes], int]:
     if kind == COMPRESSION_GZIP:
         return _Gunzip(source), kind  # type: ignore[return-value]
     if kind == COMPRESSION_ZSTD:
+        import zstandard  # loaded by the first zstd layer
+
         reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
         return reader, kind  # type: ignore[return-value]
     if kind == COMPRESSION_BZIP2:

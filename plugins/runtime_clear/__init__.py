@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from crio.cli import Commands
-from crio.config import Config, RuntimeHandler
 from crio.plugins import hookimpl
 from crio_plugins.runtime_clear.options import VMOptions, parse_options
-from crio_plugins.runtime_clear.runtime import ClearRuntime
+
+if TYPE_CHECKING:
+    from crio.cli import Commands
+    from crio.config import Config, RuntimeHandler
+    from crio_plugins.runtime_clear.runtime import ClearRuntime
 
 __all__ = ["ClearRuntime", "VMOptions", "crio_add_commands", "crio_runtime"]
 
@@ -26,7 +29,18 @@ def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> 
     if handler.runtime_type != "vm":
         return None
     options = parse_options(handler_name, handler.options, handler.runtime_path)
+    # The VM runtime (qemu harness, agent client) loads only on nodes with a vm handler.
+    from crio_plugins.runtime_clear.runtime import ClearRuntime
+
     return ClearRuntime(handler_name, handler, options, config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ClearRuntime":
+        from crio_plugins.runtime_clear.runtime import ClearRuntime
+
+        return ClearRuntime
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _vm_assets_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,83 +3,35 @@
 ``docker://HOST[:PORT]/NAME[:TAG|@DIGEST]``; a short name is resolved by core
 through registries.conf before it reaches this plugin. Mirrors, insecure and
 blocked registries come from the context's registries.conf.
+
+The transport and its HTTP client (httpx) are imported when a pull first asks
+for ``docker``, not when crio loads its plugins.
 """
 
 from __future__ import annotations
 
-from crio.errors import InvalidRequestError
-from crio.image import registries as registries_conf
-from crio.image.reference import Reference, normalize, parse
-from crio.image.transport import TransportContext
+from typing import TYPE_CHECKING, Any
+
 from crio.plugins import hookimpl
 
-from .destination import DockerDestination
-from .source import DockerSource, client_for
+if TYPE_CHECKING:
+    from crio_plugins.transport_docker.transport import DockerTransport
 
 __all__ = ["DockerTransport", "crio_image_transport"]
 
 
-class DockerTransport:
-    name = "docker"
-
-    def _parse(self, reference: str) -> Reference:
-        text = reference.removeprefix("//")
-        if reference.startswith("/") and not reference.startswith("//"):
-            raise InvalidRequestError(
-                f"invalid docker reference {reference!r}: expected docker://NAME"
-            )
-        return parse(text)
-
-    def validate_reference(self, reference: str) -> str:
-        ref = self._parse(reference)
-        return str(normalize(ref)) if ref.qualified else str(ref)
-
-    def policy_identity(self, reference: str) -> str:
-        ref = normalize(self._parse(reference))
-        return str(ref if ref.tag or ref.digest else ref.with_tag("latest"))
-
-    def _qualified(self, reference: str) -> Reference:
-        ref = self._parse(reference)
-        if not ref.qualified:
-            raise InvalidRequestError(
-                f"docker reference {reference!r} is a short name; "
-                "resolve it through registries.conf"
-            )
-        ref = normalize(ref)
-        return ref if ref.tag or ref.digest else ref.with_tag("latest")
-
-    def _registries(self, context: TransportContext) -> registries_conf.Registries:
-        return context.registries or registries_conf.load()
-
-    async def open_source(self, reference: str, context: TransportContext) -> DockerSource:
-        ref = self._qualified(reference)
-        sources = self._registries(context).pull_sources(ref)
-        return DockerSource(ref, sources, context)
-
-    async def login(self, registry: str, context: TransportContext) -> None:
-        """Check ``context.credentials`` against ``registry`` (``kpod login``).
-
-        :raises PermissionDeniedError: the registry or its token server refuses them.
-        """
-        host = registry.removeprefix("https://").removeprefix("http://").split("/")[0]
-        if not host:
-            raise InvalidRequestError("login: no registry given")
-        insecure = self._registries(context).is_insecure(host)
-        client = client_for(Reference(host, "x"), insecure, context)
-        try:
-            await client.check_login()
-        finally:
-            await client.aclose()
-
-    async def open_destination(
-        self, reference: str, context: TransportContext
-    ) -> DockerDestination:
-        ref = self._qualified(reference)
-        # Pushes go to the location (never to a mirror), with its insecure flag.
-        location = self._registries(context).pull_sources(ref)[-1]
-        return DockerDestination(location.reference, location.insecure, context)
-
-
 @hookimpl(trylast=True)
 def crio_image_transport(name: str) -> DockerTransport | None:
-    return DockerTransport() if name == "docker" else None
+    if name != "docker":
+        return None
+    from crio_plugins.transport_docker.transport import DockerTransport
+
+    return DockerTransport()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DockerTransport":
+        from crio_plugins.transport_docker.transport import DockerTransport
+
+        return DockerTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
