@@ -25,6 +25,7 @@ from crio.errors import WrongStateError
 from crio.server._reconcile import reconcile
 from crio.server._restore import restore
 from crio.server.deps import Deps
+from crio.state.owner import LOCK_NAME, StateOwner
 
 if TYPE_CHECKING:
     from crio.config import Config
@@ -120,16 +121,16 @@ async def check(config: Config, plugins: Plugins, repair: bool = False) -> Repor
         )
     report = Report()
     if repair:
-        parts = await daemon.start_components(config, plugins)
+        owner = StateOwner.try_take(Path(config.crio.state_dir), "crio check")
+        if owner is None:
+            raise WrongStateError(
+                f"{StateOwner.holder(Path(config.crio.state_dir)) or 'another process'} "
+                f"holds {Path(config.crio.state_dir) / LOCK_NAME}: run --repair when it is done"
+            )
         try:
-            removed = await parts.store.repair()
-            report.repaired += [f"store layer {i} (left by a crashed writer)" for i in removed]
-            deps = _deps(config, plugins, parts)
-            await restore(deps)
-            report.repaired += await reconcile(deps, repair=True)
-            await deps.tasks.close()
+            await _repair(config, plugins, report)
         finally:
-            await daemon.close_components(parts)
+            owner.release()
     parts = await daemon.start_components(config, plugins, readonly=True)
     try:
         deps = _deps(config, plugins, parts)
@@ -141,6 +142,21 @@ async def check(config: Config, plugins: Plugins, repair: bool = False) -> Repor
         with contextlib.suppress(Exception):
             await daemon.close_components(parts)
     return report
+
+
+async def _repair(config: Config, plugins: Plugins, report: Report) -> None:
+    from crio import daemon
+
+    parts = await daemon.start_components(config, plugins)
+    try:
+        removed = await parts.store.repair()
+        report.repaired += [f"store layer {i} (left by a crashed writer)" for i in removed]
+        deps = _deps(config, plugins, parts)
+        await restore(deps)
+        report.repaired += await reconcile(deps, repair=True)
+        await deps.tasks.close()
+    finally:
+        await daemon.close_components(parts)
 
 
 def _deps(config: Config, plugins: Plugins, parts: Components) -> Deps:

@@ -21,7 +21,7 @@ import grpc
 from crio import __version__
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
-from crio.metrics import TimedNetwork
+from crio.metrics import Metrics, TimedNetwork
 from crio.metrics import create as create_metrics
 from crio.network import Network
 from crio.oci.container import SpecDefaults
@@ -32,6 +32,7 @@ from crio.server._reconcile import reconcile
 from crio.server._restore import restore
 from crio.server.deps import Deps
 from crio.server.service import generic_handlers
+from crio.state.owner import StateOwner
 from crio.state.store import StateStore
 from crio.storage import Store
 from crio.storage._files import atomic_write
@@ -245,6 +246,22 @@ async def serve(
     metrics = create_metrics(config)
     if metrics.enabled:
         plugins.register(metrics, "metrics")  # it observes exits through the hooks
+    # The records are crio's alone while it runs (see crio.state.owner): kpod asks over CRI.
+    owner = await StateOwner.take(Path(config.crio.state_dir), "crio")
+    try:
+        await _serve_owned(config, plugins, metrics, listen, reload, ready)
+    finally:
+        owner.release()
+
+
+async def _serve_owned(
+    config: Config,
+    plugins: Plugins,
+    metrics: Metrics,
+    listen: Path,
+    reload: Callable[[], Config] | None,
+    ready: Callable[[], None] | None,
+) -> None:
     parts = await start_components(config, plugins)
     network = parts.network
     if network is not None and metrics.enabled:

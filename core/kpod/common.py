@@ -53,13 +53,24 @@ class Context:
         self._config: crio_config.Config | None = None
         self._store: Store | None = None
         self._plugins: Plugins | None = None
+        self._node: Any = None
 
     def plugins(self) -> Plugins:
         """The plugin host, loaded once per invocation (the store and transports share it)."""
         if self._plugins is None:
             self._plugins = Plugins()
             self._plugins.load_entry_points()
+            if self._config is not None:
+                self._plugins.configure(self._config)
         return self._plugins
+
+    def node(self) -> Any:
+        """crio's records and runtimes (:class:`crio.kpod.node.Node`), opened on first use."""
+        if self._node is None:
+            from crio.kpod.node import Node
+
+            self._node = Node(self)
+        return self._node
 
     def config(self) -> crio_config.Config:
         if self._config is None:
@@ -89,6 +100,9 @@ class Context:
         return self._store
 
     async def close(self) -> None:
+        if self._node is not None:
+            await self._node.close()
+            self._node = None
         if self._store is not None:
             await self._store.close()
             self._store = None

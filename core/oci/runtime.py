@@ -28,6 +28,7 @@ __all__ = [
     "InterfaceStats",
     "NamespaceMode",
     "PodNamespaces",
+    "ProcessControl",
     "Runtime",
     "SandboxSpec",
     "SandboxStats",
@@ -136,6 +137,8 @@ class ContainerState:
     exit_code: int = 0
     reason: str = ""
     message: str = ""
+    #: RUNNING, but frozen (:meth:`ProcessControl.pause_container`); CRI still says running.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,9 @@ class ContainerStats:
     major_page_faults: int = 0
     swap_usage_bytes: int = 0
     process_count: int = 0
+    #: Bytes read from and written to block devices (0 where the runtime cannot tell).
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,4 +379,48 @@ class GarbageCollector(Protocol):
 
         :returns: one line per object released (or that would be), naming it
             and saying what it was.
+        """
+
+
+@runtime_checkable
+class ProcessControl(Protocol):
+    """What a :class:`Runtime` may also do to a container's processes (for kpod).
+
+    Optional: kpod's ``kill``, ``pause``, ``unpause`` and ``exec`` with
+    process settings use it on the runtimes that have it (``isinstance``)
+    and report the others as unsupported. None of these change crio's
+    records: a process killed by a signal exits as any other, and a paused
+    container is still RUNNING to CRI (:attr:`ContainerState.paused` tells).
+    """
+
+    async def kill_container(self, container_id: str, signum: int) -> None:
+        """Send ``signum`` to the container's init process (its exit is seen as usual).
+
+        :raises WrongStateError: the container is not running.
+        """
+
+    async def pause_container(self, container_id: str) -> None:
+        """Freeze every process of the running container (the cgroup freezer).
+
+        A paused container still stops: :meth:`Runtime.stop_container` thaws
+        it after signalling, so that the signal is delivered.
+        :raises WrongStateError: the container is not running, or already paused.
+        """
+
+    async def resume_container(self, container_id: str) -> None:
+        """Thaw a paused container. :raises WrongStateError: it is not paused."""
+
+    async def exec_process(
+        self,
+        container_id: str,
+        command: Sequence[str],
+        io: StreamIO,
+        process: Mapping[str, Any],
+    ) -> int:
+        """:meth:`Runtime.exec` with changes to the container's OCI ``process``.
+
+        :param process: keys of an OCI ``process`` object that replace the
+            container's own: ``env`` (the whole list), ``user``
+            (``{"uid", "gid", "additionalGids"}``), ``cwd``.
+        :returns: the exit code of ``command``.
         """

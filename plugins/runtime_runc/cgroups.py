@@ -18,8 +18,10 @@ from pathlib import Path
 __all__ = [
     "CgroupUsage",
     "Hierarchies",
+    "parse_blkio_v1",
     "parse_cgroup_mounts",
     "parse_flat_keyed",
+    "parse_io_stat_v2",
 ]
 
 
@@ -37,6 +39,8 @@ class CgroupUsage:
     oom_kill_count: int = 0
     swap_usage_bytes: int = 0
     process_count: int = 0
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
 
 
 def parse_cgroup_mounts(mountinfo: str) -> tuple[dict[str, str], str]:
@@ -68,6 +72,32 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
         with contextlib.suppress(ValueError):
             out[key] = int(value)
     return out
+
+
+def parse_blkio_v1(text: str) -> tuple[int, int]:
+    """(read, written) bytes from a v1 ``blkio.*io_service_bytes`` file (``8:0 Read 4096``)."""
+    read = written = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2].isdigit():
+            if fields[1] == "Read":
+                read += int(fields[2])
+            elif fields[1] == "Write":
+                written += int(fields[2])
+    return read, written
+
+
+def parse_io_stat_v2(text: str) -> list[dict[str, int]]:
+    """v2 ``io.stat``: one ``{"rbytes": .., "wbytes": ..}`` per device line."""
+    devices = []
+    for line in text.splitlines():
+        values = {}
+        for item in line.split()[1:]:
+            key, _, value = item.partition("=")
+            if value.isdigit():
+                values[key] = int(value)
+        devices.append(values)
+    return devices
 
 
 def _read(path: str) -> str:
@@ -155,6 +185,17 @@ class Hierarchies:
         text = _read(f"{base}{cgroup_path}/cgroup.procs")
         return [int(line) for line in text.split()]
 
+    def frozen(self, cgroup_path: str) -> bool:
+        """Whether the cgroup is frozen (paused): v1 freezer.state, v2 cgroup.freeze."""
+        if not cgroup_path or ":" in cgroup_path:
+            return False
+        freezer = self.v1.get("freezer")
+        if freezer:
+            return _read(f"{freezer}{cgroup_path}/freezer.state").strip() in ("FROZEN", "FREEZING")
+        if self.v2:
+            return _read(f"{self.v2}{cgroup_path}/cgroup.freeze").strip() == "1"
+        return False
+
     def usage(self, cgroup_path: str) -> CgroupUsage:
         """Sample CPU and memory use of a cgroup and everything below it."""
         if self.unified_only:
@@ -171,6 +212,12 @@ class Hierarchies:
         limit = _read_int(f"{memory}{path}/memory.limit_in_bytes") if memory else 0
         oom = parse_flat_keyed(_read(f"{memory}{path}/memory.oom_control")) if memory else {}
         swap_total = _read_int(f"{memory}{path}/memory.memsw.usage_in_bytes") if memory else 0
+        blkio = self.v1.get("blkio", "")
+        read, written = (
+            parse_blkio_v1(_read(f"{blkio}{path}/blkio.throttle.io_service_bytes"))
+            if blkio
+            else (0, 0)
+        )
         return CgroupUsage(
             cpu_usage_core_nanoseconds=_read_int(f"{cpuacct}{path}/cpuacct.usage")
             if cpuacct
@@ -184,6 +231,8 @@ class Hierarchies:
             oom_kill_count=oom.get("oom_kill", 0),
             swap_usage_bytes=max(swap_total - usage, 0) if swap_total else 0,
             process_count=_read_int(f"{pids}{path}/pids.current") if pids else 0,
+            block_read_bytes=read,
+            block_write_bytes=written,
         )
 
     @staticmethod
@@ -192,6 +241,7 @@ class Hierarchies:
         stat = parse_flat_keyed(_read(f"{path}/memory.stat"))
         events = parse_flat_keyed(_read(f"{path}/memory.events"))
         usage = _read_int(f"{path}/memory.current")
+        io_stat = parse_io_stat_v2(_read(f"{path}/io.stat"))
         return CgroupUsage(
             cpu_usage_core_nanoseconds=cpu.get("usage_usec", 0) * 1000,
             memory_usage_bytes=usage,
@@ -203,6 +253,8 @@ class Hierarchies:
             oom_kill_count=events.get("oom_kill", 0),
             swap_usage_bytes=_read_int(f"{path}/memory.swap.current"),
             process_count=_read_int(f"{path}/pids.current"),
+            block_read_bytes=sum(v.get("rbytes", 0) for v in io_stat),
+            block_write_bytes=sum(v.get("wbytes", 0) for v in io_stat),
         )
 
 

@@ -389,10 +389,12 @@ class RuncRuntime:
             return
         if timeout > 0:
             self._signal(ctr, ctr.stop_signal, everything=False)
+            await self._thaw(ctr)  # a paused container gets its signal once thawed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctr.exited.wait(), timeout)
                 return
         self._signal(ctr, signal.SIGKILL, everything=True)
+        await self._thaw(ctr)
         try:
             await asyncio.wait_for(ctr.exited.wait(), EXIT_FILE_GRACE)
         except TimeoutError:
@@ -494,7 +496,8 @@ class RuncRuntime:
         if ctr.exit is not None:
             return ctr.exit
         state = State.RUNNING if ctr.started_at else State.CREATED
-        return ContainerState(state=state, pid=ctr.pid, started_at=ctr.started_at)
+        paused = state is State.RUNNING and self.hierarchies.frozen(ctr.cgroups_path)
+        return ContainerState(state=state, pid=ctr.pid, started_at=ctr.started_at, paused=paused)
 
     async def container_state(self, container_id: str) -> ContainerState:
         ctr = self._containers.get(container_id)
@@ -540,6 +543,58 @@ class RuncRuntime:
         ctr = self._running(container_id)
         return await exec_session.exec_in_container(
             self.runtime_path, self.runtime_root, container_id, command, io, process=ctr.process
+        )
+
+    # -- ProcessControl (kpod kill, pause, unpause, exec with settings) ---------
+
+    def _unpaused(self, container_id: str) -> RuncContainer:
+        ctr = self._running(container_id)
+        if self.hierarchies.frozen(ctr.cgroups_path):
+            raise WrongStateError(f"container {container_id} is paused; unpause it first")
+        return ctr
+
+    async def kill_container(self, container_id: str, signum: int) -> None:
+        self._signal(self._unpaused(container_id), signum, everything=False)
+
+    async def pause_container(self, container_id: str) -> None:
+        self._unpaused(container_id)
+        await self._freezer("pause", container_id)
+
+    async def resume_container(self, container_id: str) -> None:
+        ctr = self._running(container_id)
+        if not self.hierarchies.frozen(ctr.cgroups_path):
+            raise WrongStateError(f"container {container_id} is not paused")
+        await self._freezer("resume", container_id)
+
+    async def _freezer(self, verb: str, container_id: str) -> None:
+        rc, out, err = await self._run(verb, container_id)
+        if rc != 0:
+            raise OCIRuntimeError(
+                f"container {container_id}: {self.handler_name} {verb} failed: "
+                f"{(err or out).strip() or f'exit status {rc}'}"
+            )
+
+    async def _thaw(self, ctr: RuncContainer) -> None:
+        if self.hierarchies.frozen(ctr.cgroups_path):
+            rc, out, err = await self._run("resume", ctr.container_id)
+            if rc != 0:
+                log.warning("container %s: resume failed: %s", ctr.container_id, err or out)
+
+    async def exec_process(
+        self,
+        container_id: str,
+        command: Sequence[str],
+        io: StreamIO,
+        process: Mapping[str, Any],
+    ) -> int:
+        ctr = self._unpaused(container_id)
+        return await exec_session.exec_in_container(
+            self.runtime_path,
+            self.runtime_root,
+            container_id,
+            command,
+            io,
+            process={**ctr.process, **process},
         )
 
     async def attach(self, container_id: str, io: StreamIO) -> None:

@@ -77,6 +77,8 @@ def usage_to_stats(usage: CgroupUsage, timestamp: int) -> ContainerStats:
         major_page_faults=usage.major_page_faults,
         swap_usage_bytes=usage.swap_usage_bytes,
         process_count=usage.process_count,
+        block_read_bytes=usage.block_read_bytes,
+        block_write_bytes=usage.block_write_bytes,
     )
 
 

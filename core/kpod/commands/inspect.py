@@ -1,26 +1,32 @@
-"""``kpod inspect``: low-level information on images (and containers) as JSON."""
+"""``kpod inspect``: low-level information on containers, pods and images as JSON."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from typing import Any
 
-from crio.errors import NotFoundError
-from crio.kpod.common import Context, render
-from crio.kpod.imageview import inspect_image, resolve_image
-from crio.storage import Store
+TYPES = ("container", "pod", "image", "all")
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("inspect", help="show images or containers as JSON")
-    parser.add_argument("names", nargs="+", metavar="NAME")
-    parser.add_argument("-f", "--format", help="template such as '{{.Id}}'")
-    parser.add_argument("--type", choices=("image", "container", "all"), default="all")
+    parser = sub.add_parser(
+        "inspect",
+        help="show containers, pods or images as JSON",
+        description="Show what crio and the store know of each named container, pod sandbox "
+        "or image, as a JSON array (Docker's field names), or through --format.",
+    )
+    parser.add_argument("names", nargs="+", metavar="NAME", help="container, pod or image")
+    parser.add_argument("-f", "--format", help="json, or a Go template such as '{{.Id}}'")
+    parser.add_argument(
+        "-t", "--type", choices=TYPES, default="all", help="what NAME names (default: any)"
+    )
     parser.set_defaults(func=run)
 
 
-async def _container(store: Store, key: str) -> dict[str, Any]:
+async def _store_container(ctx: Any, key: str) -> dict[str, Any]:
+    """A store container crio does not record (made by kpod or another tool)."""
+    store = await ctx.store()
     container = await store.container(key)
     layer = await store.layer(container.layer)
     return {
@@ -37,25 +43,50 @@ async def _container(store: Store, key: str) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace, ctx: Context) -> int:
-    store = await ctx.store()
-    found = []
-    for name in args.names:
-        if args.type in ("image", "all"):
-            try:
-                image, _ = await resolve_image(store, name)
-                found.append(await inspect_image(store, image))
-                continue
-            except NotFoundError:
-                if args.type == "image":
-                    raise
+async def _one(ctx: Any, name: str, kind: str) -> dict[str, Any]:
+    from crio.errors import NotFoundError
+    from crio.kpod.containerview import inspect_container, inspect_pod
+    from crio.kpod.imageview import inspect_image, resolve_image
+
+    node = ctx.node()
+    if kind in ("container", "all"):
         try:
-            found.append(await _container(store, name))
+            return await inspect_container(node, await node.container(name))
         except NotFoundError:
-            raise NotFoundError(f"No such object: {name}") from None
-    if args.format:
-        for item in found:
-            print(render(args.format, item))
-    else:
-        print(json.dumps(found, indent=4))
-    return 0
+            pass
+    if kind in ("pod", "all"):
+        try:
+            return await inspect_pod(node, await node.pod(name))
+        except NotFoundError:
+            pass
+    if kind in ("image", "all"):
+        try:
+            image, _ = await resolve_image(await ctx.store(), name)
+            return await inspect_image(await ctx.store(), image)
+        except NotFoundError:
+            pass
+    if kind in ("container", "all"):
+        try:
+            return await _store_container(ctx, name)
+        except NotFoundError:
+            pass
+    what = {"all": "object"}.get(kind, kind)
+    raise NotFoundError(f"No such {what}: {name}")
+
+
+async def run(args: argparse.Namespace, ctx: Any) -> int:
+    from crio.errors import CrioError
+    from crio.kpod.output import compile_template, print_objects
+
+    if args.format and args.format != "json":
+        compile_template(args.format)  # a bad template is kpod's failure (125), before any I/O
+    found, failed = [], 0
+    for name in args.names:
+        try:
+            found.append(await _one(ctx, name, args.type))
+        except CrioError as exc:
+            print(f"kpod: {exc}", file=sys.stderr)
+            failed = 1
+    if found or not args.format:
+        print_objects(found, args.format)
+    return failed
