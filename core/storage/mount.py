@@ -11,9 +11,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MNT_DETACH", "is_mountpoint", "mount", "split_options", "unmount"]
+__all__ = [
+    "BTRFS_MAGIC",
+    "MNT_DETACH",
+    "fs_magic",
+    "is_mountpoint",
+    "mount",
+    "split_options",
+    "unmount",
+]
 
 MNT_DETACH = 2
+#: ``statfs(2)``'s ``f_type`` of btrfs.
+BTRFS_MAGIC = 0x9123683E
 
 _FLAGS = {
     "ro": 1,  # MS_RDONLY
@@ -32,6 +42,9 @@ _CLEARS = {"rw": 1, "suid": 2, "dev": 4, "exec": 8, "async": 16, "atime": 1024}
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+#: ``struct statfs`` is 120 bytes on 64-bit Linux; ``f_type`` is its first word.
+_STATFS_SIZE = 120
 
 
 def split_options(options: Sequence[str]) -> tuple[int, str]:
@@ -74,3 +87,15 @@ def is_mountpoint(path: Path | str) -> bool:
     except OSError:
         return False
     return st.st_dev != parent.st_dev or st.st_ino == parent.st_ino
+
+
+def fs_magic(path: Path | str) -> int:
+    """The file system type (``statfs(2)``'s ``f_type``) holding ``path``.
+
+    :raises OSError: ``path`` cannot be reached.
+    """
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _libc.statfs(os.fsencode(path), buf):
+        code = ctypes.get_errno()
+        raise OSError(code, f"statfs {path}: {os.strerror(code)}")
+    return int.from_bytes(buf.raw[:8], "little") & 0xFFFFFFFF

@@ -56,7 +56,7 @@ def select_driver(
     """
     if name:
         return plugins.graph_driver(name, root / name, runroot, options)
-    used = [n for n in DEFAULT_DRIVERS if (root / f"{n}-layers" / "layers.json").exists()]
+    used = drivers_in_use(root)
     reasons: list[str] = []
     for candidate in used or DEFAULT_DRIVERS:
         try:
@@ -68,6 +68,22 @@ def select_driver(
         log.info("storage_driver is empty: using %s", candidate)
         return driver
     raise UnsupportedError("no storage driver works on this host: " + "; ".join(reasons))
+
+
+def drivers_in_use(root: Path) -> list[str]:
+    """The drivers whose layer list ``root`` holds (``NAME-layers/layers.json``),
+    the default ones first, as containers/storage looks for them."""
+    try:
+        found = sorted(
+            p.name.removesuffix("-layers")
+            for p in root.iterdir()
+            if p.name.endswith("-layers") and (p / "layers.json").exists()
+        )
+    except FileNotFoundError:
+        return []
+    return [n for n in DEFAULT_DRIVERS if n in found] + [
+        n for n in found if n not in DEFAULT_DRIVERS
+    ]
 
 
 class Store(_Catalog):

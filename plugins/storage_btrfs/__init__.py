@@ -1,6 +1,8 @@
-"""storage_btrfs: the ``btrfs`` graph driver.
+"""storage_btrfs: the ``btrfs`` graph driver (containers/storage's layout).
 
-Declares what it will provide; selecting it is refused until the driver lands.
+Layers are subvolumes and snapshots under ``ROOT/btrfs/subvolumes``; see
+:mod:`crio_plugins.storage_btrfs.driver`. Selected by ``storage_driver =
+"btrfs"`` where the store's root is on btrfs.
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.storage_btrfs.driver import BtrfsDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -17,7 +19,9 @@ NAME = "btrfs"
 
 
 @hookimpl(trylast=True)
-def crio_graph_driver(name: str, home: Path, runroot: Path, options: Sequence[str]) -> None:
+def crio_graph_driver(
+    name: str, home: Path, runroot: Path, options: Sequence[str]
+) -> BtrfsDriver | None:
     if name != NAME:
         return None
-    raise UnsupportedError(f"storage driver {NAME!r} is not built yet")
+    return BtrfsDriver(home, runroot, options)

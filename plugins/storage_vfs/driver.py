@@ -17,8 +17,8 @@ from typing import IO
 from crio.errors import ConfigError, StorageError
 from crio.storage._applier import ApplyResult, apply_tar
 from crio.storage.driver import Change, WhiteoutFormat
+from crio.storage.naivediff import naive_changes, naive_diff, naive_diff_size
 from crio.storage.tarapply import ApplyPolicy
-from crio.storage.tarwrite import changes_against, tar_entries
 
 __all__ = ["VfsDriver"]
 
@@ -99,31 +99,15 @@ class VfsDriver:
         return await asyncio.to_thread(apply_tar, self._dir(layer_id), diff, policy)
 
     async def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
-        path = self._dir(layer_id)
         base = self._dir(parent) if parent else None
-        found = await asyncio.to_thread(changes_against, path, base)
-        chunks = tar_entries(path, (entry for entry, _kind in found))
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                return
+        async for chunk in naive_diff(self._dir(layer_id), base):
             yield chunk
 
     async def changes(self, layer_id: str, parent: str | None) -> Sequence[Change]:
-        base = self._dir(parent) if parent else None
-        found = await asyncio.to_thread(changes_against, self._dir(layer_id), base)
-        return [Change("/" + entry.path, kind) for entry, kind in found]
+        return await naive_changes(self._dir(layer_id), self._dir(parent) if parent else None)
 
     async def diff_size(self, layer_id: str, parent: str | None) -> int:
-        base = self._dir(parent) if parent else None
-        path = self._dir(layer_id)
-        found = await asyncio.to_thread(changes_against, path, base)
-        total = 0
-        for entry, _kind in found:
-            full = path / entry.path
-            if not entry.whiteout and full.is_file() and not full.is_symlink():
-                total += full.stat().st_size
-        return total
+        return await naive_diff_size(self._dir(layer_id), self._dir(parent) if parent else None)
 
     async def layer_dir(self, layer_id: str) -> Path | None:
         return self._dir(layer_id)
