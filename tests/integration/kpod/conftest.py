@@ -1,4 +1,4 @@
-"""One crio node for the module: kpod's commands run against what crio made over CRI."""
+"""One crio node for the package: kpod's commands run against what crio made over CRI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from support.node import Node, start_node, stop_node
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def node() -> Iterator[Node]:
     started = start_node(None)
     try:
