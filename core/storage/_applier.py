@@ -60,7 +60,7 @@ class ApplyResult:
     #: Bytes of regular-file content written.
     size: int
     #: tar-split JSON lines (uncompressed), or None when the tar cannot be split
-    #: (a path occurs twice).
+    #: (a path occurs twice, or a member's content was not kept).
     tar_split: bytes | None
     uids: tuple[int, ...] = ()
     gids: tuple[int, ...] = ()
@@ -368,6 +368,7 @@ def apply_tar(root: Path, stream: IO[bytes], policy: ApplyPolicy) -> ApplyResult
     split = TarSplitWriter()
     current: _Open | None = None
     entry = ""
+    lost = False
     try:
         done = False
         while not done:
@@ -383,7 +384,10 @@ def apply_tar(root: Path, stream: IO[bytes], policy: ApplyPolicy) -> ApplyResult
                         _write_all(current.fd, event.data)
                 elif isinstance(event, Member):
                     entry = event.header.name.decode("utf-8", "backslashreplace")
-                    current = applier.begin(plan(event.header, policy))
+                    op = plan(event.header, policy)
+                    # Content that is not kept (aufs bookkeeping) cannot be read back.
+                    lost |= isinstance(op, Skip) and event.header.size > 0
+                    current = applier.begin(op)
                 elif isinstance(event, MemberEnd):
                     if current is not None:
                         handle, current = current, None
@@ -407,7 +411,7 @@ def apply_tar(root: Path, stream: IO[bytes], policy: ApplyPolicy) -> ApplyResult
     state = applier.state
     return ApplyResult(
         size=state.size,
-        tar_split=None if split.duplicate else split.getvalue(),
+        tar_split=None if split.duplicate or lost else split.getvalue(),
         uids=tuple(sorted(state.uids)),
         gids=tuple(sorted(state.gids)),
     )

@@ -14,7 +14,8 @@ the member cannot reach outside the layer:
 Whiteouts follow the driver's :class:`~crio.storage.driver.WhiteoutFormat`:
 ``.wh.NAME`` deletes NAME and ``.wh..wh..opq`` makes its directory opaque
 (overlay: a 0/0 character device and ``trusted.overlay.opaque=y``; vfs:
-delete from the copy; aufs: kept as files). Writes through a symlinked
+delete from the copy; aufs: kept as files). aufs' own bookkeeping
+(``.wh..wh.aufs``, ``.wh..wh.plnk/...``) never enters a layer. Writes through a symlinked
 parent are refused by the applier, which opens every parent with
 ``O_NOFOLLOW``.
 """
@@ -175,12 +176,12 @@ def plan(header: TarHeader, policy: ApplyPolicy) -> Operation:
             raise HostileLayerError(f"layer entry {shown!r}: xattr {key!r} is not allowed")
     fmt = policy.whiteout_format
     base = path[-1] if path else ""
+    if any(p.startswith(_AUFS_META) for p in path) and base != OPAQUE:
+        return Skip(path)  # aufs bookkeeping, and anything below it, on every driver
     if base.startswith(WHITEOUT_PREFIX) and fmt is not WhiteoutFormat.AUFS:
         parent = path[:-1]
         if base == OPAQUE:
             return MarkOpaque(parent, header)
-        if base.startswith(_AUFS_META):
-            return Skip(path)
         target = base[len(WHITEOUT_PREFIX) :]
         if target in ("", ".", ".."):
             raise HostileLayerError(f"layer entry {shown!r}: whiteout of {target!r}")

@@ -1,6 +1,8 @@
-"""storage_aufs: the ``aufs`` graph driver.
+"""storage_aufs: the ``aufs`` graph driver (containers/storage's layout).
 
-Declares what it will provide; selecting it is refused until the driver lands.
+Layers are aufs branches under ``ROOT/aufs/diff``; see
+:mod:`crio_plugins.storage_aufs.driver`. Refused, with one line naming the
+kernel, where the kernel has no aufs (every Debian 12 kernel).
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.storage_aufs.driver import AufsDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -17,7 +19,9 @@ NAME = "aufs"
 
 
 @hookimpl(trylast=True)
-def crio_graph_driver(name: str, home: Path, runroot: Path, options: Sequence[str]) -> None:
+def crio_graph_driver(
+    name: str, home: Path, runroot: Path, options: Sequence[str]
+) -> AufsDriver | None:
     if name != NAME:
         return None
-    raise UnsupportedError(f"storage driver {NAME!r} is not built yet")
+    return AufsDriver(home, runroot, options)

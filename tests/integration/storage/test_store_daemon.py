@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -52,3 +53,13 @@ def test_unknown_driver_stops_crio(crio_with) -> None:
     assert crio.proc is not None and crio.proc.wait(60) == 1
     last = crio.log_text().strip().splitlines()[-1]
     assert "crio.storage_driver" in last and "zfs-nope" in last
+
+
+def test_aufs_is_refused_naming_the_kernel_and_suggesting_overlay(crio_with) -> None:
+    crio = crio_with("aufs")
+    crio.start(wait=False)
+    assert crio.proc is not None and crio.proc.wait(60) == 1
+    lines = crio.log_text().strip().splitlines()
+    assert f"kernel {os.uname().release} has no aufs" in lines[-1]
+    assert 'use storage_driver = "overlay"' in lines[-1]
+    assert not (crio.base / "root" / "aufs").exists()
