@@ -10,9 +10,9 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := runc crun conmon containernetworking-plugins iptables iproute2 catatonit \
 	skopeo docker-registry apache2-utils busybox-static btrfs-progs attr \
 	qemu-system-x86 gnupg containerd podman uidmap zstd kmod e2fsprogs \
-	util-linux tar gcc libc6-dev
+	util-linux tar gcc libc6-dev man-db groff-base
 
-.PHONY: run test install deb venv host vm-assets lint proto-check clean
+.PHONY: run test install deb venv host vm-assets docs lint proto-check clean
 
 run: install
 	$(BIN)/crio $(CRIO_FLAGS)
@@ -22,7 +22,7 @@ test: install
 	$(BIN)/ruff check core plugins tests bench hack
 	$(BIN)/pytest -q $(PYTEST_FLAGS)
 
-install: deb venv host vm-assets
+install: deb venv host vm-assets docs
 
 deb:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -49,6 +49,14 @@ host:
 # Not fatal: without them only the VM handlers report not ready.
 vm-assets: venv
 	@$(BIN)/crio vm-assets || echo "warning: no pod VM assets; runtime_type 'vm' handlers stay not ready"
+
+# Manual pages (crio(8), crio.conf(5), kpod(1), kpod-COMMAND(1)), generated from the
+# command-line and configuration definitions; make install (DESTDIR, PREFIX) uses it too.
+PREFIX ?= /usr/local
+MANDIR ?= $(PREFIX)/share/man
+docs: venv
+	@$(BIN)/python -m crio.manpages $(DESTDIR)$(MANDIR) >/dev/null
+	@echo "manual pages installed under $(DESTDIR)$(MANDIR) (man kpod, man crio.conf)"
 
 lint: venv
 	$(BIN)/ruff check core plugins tests bench hack
