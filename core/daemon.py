@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from crio import __version__
+from crio._memory import release_free_memory, tune_malloc
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
 from crio.metrics import Metrics, TimedNetwork
@@ -238,6 +240,7 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve CRI until SIGTERM or SIGINT; SIGHUP calls ``reload`` and re-configures plugins."""
+    tune_malloc()
     listen = Path(config.crio.api.listen)
     claim_socket(listen)
     _use_pidfd_child_watcher()
@@ -300,6 +303,7 @@ async def _serve_owned(
         _bind(server, listen)
         await server.start()
         log.info("crio %s serving CRI v1 on %s", __version__, listen)
+        _settle()
         if ready is not None:
             ready()
         await _wait_for_stop(plugins, reload)
@@ -314,6 +318,14 @@ async def _serve_owned(
         with contextlib.suppress(FileNotFoundError):
             listen.unlink()
         log.info("crio stopped")
+
+
+def _settle() -> None:
+    """Once start-up is done: what it freed goes back to the kernel, and what it built
+    (modules, configuration, records) leaves the collector's view for good."""
+    gc.collect()
+    gc.freeze()
+    release_free_memory()
 
 
 async def _wait_for_stop(plugins: Plugins, reload: Callable[[], Config] | None) -> None:

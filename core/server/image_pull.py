@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 
+from crio._memory import release_free_memory
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError
 from crio.events import ImageEvent
@@ -77,6 +79,8 @@ async def pull_image(deps: Deps, req: api.PullImageRequest) -> api.PullImageResp
         deps.metrics.image_pulled(
             registry, sum(fetched.values()), time.perf_counter() - started, ok
         )
+        # The layer buffers are freed by now; let the kernel have their pages back.
+        await asyncio.to_thread(release_free_memory)
     log.info(
         "pulled %s as image %s (manifest %s)",
         result.reference,
