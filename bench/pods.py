@@ -121,19 +121,20 @@ class Peer:
 # -- crio ----------------------------------------------------------------------
 
 
-def start_crio(base: Path) -> Peer:
+def start_crio(base: Path, extra: dict[str, dict[str, Any]] | None = None) -> Peer:
     import asyncio
 
     from crio.storage import Store
 
     tag = secrets.token_hex(3)
     _cni_conflist(base, tag)
-    process = CrioProcess(
-        {
-            "crio.network": {"network_dir": str(base / "net.d")},
-            "crio.image": {"pause_image": PAUSE, "pause_command": "/pause"},
-        }
-    )
+    tables: dict[str, dict[str, Any]] = {
+        "crio.network": {"network_dir": str(base / "net.d")},
+        "crio.image": {"pause_image": PAUSE, "pause_command": "/pause"},
+    }
+    for table, keys in (extra or {}).items():
+        tables.setdefault(table, {}).update(keys)
+    process = CrioProcess(tables)
 
     async def seed() -> None:
         store = await Store.open(process.base / "root", process.base / "runroot")
@@ -408,10 +409,12 @@ def empty(peer: Peer) -> None:
 
 
 @contextmanager
-def peers(base: Path, with_containerd: bool) -> Iterator[list[Peer]]:
+def peers(
+    base: Path, with_containerd: bool, crio_extra: dict[str, dict[str, Any]] | None = None
+) -> Iterator[list[Peer]]:
     started: list[Peer] = []
     try:
-        started.append(start_crio(base / "crio"))
+        started.append(start_crio(base / "crio", crio_extra))
         if with_containerd:
             started.append(start_containerd(base / "containerd"))
         yield started
