@@ -51,6 +51,7 @@ TABLE = [
             "wait",
             "pause",
             "unpause",
+            "cp",
         )
     ),
 ]
