@@ -149,17 +149,16 @@ def clean_name(name: bytes, what: str = "entry") -> Path:
 
     :raises HostileLayerError: NUL bytes, an absolute name or a ``..`` component.
     """
-    shown = _display(name)
     if b"\0" in name:
-        raise HostileLayerError(f"layer {what} {shown!r}: name contains a NUL byte")
+        raise HostileLayerError(f"layer {what} {_display(name)!r}: name contains a NUL byte")
     if name.startswith(b"/"):
-        raise HostileLayerError(f"layer {what} {shown!r}: absolute path")
+        raise HostileLayerError(f"layer {what} {_display(name)!r}: absolute path")
     parts: list[str] = []
     for raw in name.split(b"/"):
         if raw in (b"", b"."):
             continue
         if raw == b"..":
-            raise HostileLayerError(f"layer {what} {shown!r}: '..' escapes the layer")
+            raise HostileLayerError(f"layer {what} {_display(name)!r}: '..' escapes the layer")
         parts.append(raw.decode("utf-8", "surrogateescape"))
     return tuple(parts)
 
@@ -170,10 +169,11 @@ def plan(header: TarHeader, policy: ApplyPolicy) -> Operation:
     :raises HostileLayerError: the member is refused; the message names it.
     """
     path = clean_name(header.name)
-    shown = _display(header.name)
     for key, _value in header.xattrs:
         if key.startswith("trusted.overlay."):
-            raise HostileLayerError(f"layer entry {shown!r}: xattr {key!r} is not allowed")
+            raise HostileLayerError(
+                f"layer entry {_display(header.name)!r}: xattr {key!r} is not allowed"
+            )
     fmt = policy.whiteout_format
     base = path[-1] if path else ""
     if any(p.startswith(_AUFS_META) for p in path) and base != OPAQUE:
@@ -184,15 +184,18 @@ def plan(header: TarHeader, policy: ApplyPolicy) -> Operation:
             return MarkOpaque(parent, header)
         target = base[len(WHITEOUT_PREFIX) :]
         if target in ("", ".", ".."):
-            raise HostileLayerError(f"layer entry {shown!r}: whiteout of {target!r}")
+            raise HostileLayerError(
+                f"layer entry {_display(header.name)!r}: whiteout of {target!r}"
+            )
         return Whiteout((*parent, target), header)
     kind = header.type
+    if kind is TarType.REGULAR and path:  # the common case first
+        return MakeFile(path, header)
     if kind is TarType.DIRECTORY:
         return MakeDirectory(path, header)
+    shown = _display(header.name)
     if not path:
         raise HostileLayerError(f"layer entry {shown!r}: replaces the layer root")
-    if kind is TarType.REGULAR:
-        return MakeFile(path, header)
     if kind is TarType.SYMLINK:
         if b"\0" in header.linkname or not header.linkname:
             raise HostileLayerError(f"layer entry {shown!r}: bad symlink target")

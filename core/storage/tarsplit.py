@@ -65,8 +65,8 @@ def crc64_iso() -> Crc64:
     return Crc64()
 
 
-def _line(entry: dict[str, object]) -> bytes:
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+#: JSON string literal with non-ASCII escaped, as ``json.dumps`` writes it (C speed).
+_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 class TarSplitWriter:
@@ -86,38 +86,49 @@ class TarSplitWriter:
         self.duplicate = False
 
     def feed(self, event: object) -> None:
-        if isinstance(event, Data):
+        # Dispatch on the exact class: this runs for every event of every layer.
+        kind = type(event)
+        if kind is Data:
             if self._crc is not None:
-                self._crc.update(event.data)
-        elif isinstance(event, Segment):
-            self._segment += event.data
-        elif isinstance(event, Member):
+                self._crc.update(event.data)  # type: ignore[attr-defined]
+        elif kind is Segment:
+            self._segment += event.data  # type: ignore[attr-defined]
+        elif kind is Member:
             self._flush_segment()
-            self._member = event
-            self._crc = crc64_iso() if event.header.size > 0 else None
-        elif isinstance(event, MemberEnd):
-            assert self._member is not None
-            header = self._member.header
-            entry: dict[str, object] = {"type": FILE}
-            try:
-                name = header.name.decode("utf-8")
-                entry["name"] = name
-            except UnicodeDecodeError:
-                name = header.name.decode("utf-8", "surrogateescape")
-                entry["name_raw"] = base64.b64encode(header.name).decode()
-            key = posixpath.normpath(name) if name else "."
-            if key in self._seen:
-                self.duplicate = True
-            self._seen.add(key)
-            if header.size:
-                entry["size"] = header.size
-            entry["payload"] = (
-                base64.b64encode(self._crc.digest()).decode() if self._crc is not None else None
-            )
-            self._emit(entry)
-            self._member, self._crc = None, None
-        elif isinstance(event, End):
+            self._member = event  # type: ignore[assignment]
+            self._crc = crc64_iso() if event.header.size > 0 else None  # type: ignore[attr-defined]
+        elif kind is MemberEnd:
+            self._end_member()
+        elif kind is End:
             self._flush_segment(force=True)
+
+    def _end_member(self) -> None:
+        assert self._member is not None
+        header = self._member.header
+        # Written by hand, byte for byte what json.dumps would write (ensure_ascii):
+        # one line per member is the hot path of tar-split.
+        try:
+            name = header.name.decode("utf-8")
+            field = b'"name":' + _json_string(name).encode()
+        except UnicodeDecodeError:
+            name = header.name.decode("utf-8", "surrogateescape")
+            field = b'"name_raw":"' + base64.b64encode(header.name) + b'"'
+        key = posixpath.normpath(name) if name else "."
+        if key in self._seen:
+            self.duplicate = True
+        self._seen.add(key)
+        size = b',"size":%d' % header.size if header.size else b""
+        payload = (
+            b'"' + base64.b64encode(self._crc.digest()) + b'"' if self._crc is not None else b"null"
+        )
+        self._out += b'{"type":1,%s%s,"payload":%s,"position":%d}\n' % (
+            field,
+            size,
+            payload,
+            self._position,
+        )
+        self._position += 1
+        self._member, self._crc = None, None
 
     def _flush_segment(self, force: bool = False) -> None:
         if self._segment or force:
@@ -126,11 +137,6 @@ class TarSplitWriter:
             self._out += b'{"type":2,"payload":"%s","position":%d}\n' % (payload, self._position)
             self._position += 1
             self._segment = bytearray()
-
-    def _emit(self, entry: dict[str, object]) -> None:
-        entry["position"] = self._position
-        self._position += 1
-        self._out += _line(entry)
 
     def getvalue(self) -> bytes:
         """The JSON lines written so far (gzip them for the ``.tar-split.gz`` file)."""

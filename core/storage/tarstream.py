@@ -19,6 +19,8 @@ Malformed input raises :class:`TarFormatError` naming the offset.
 from __future__ import annotations
 
 import enum
+import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -194,7 +196,12 @@ def _checksum_ok(block: bytes) -> bool:
         stored = _parse_number(block[148:156], "checksum", 0)
     except TarFormatError:
         return False
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    # The sum of a block's bytes with the checksum field counted as spaces.
+    # adler32's low half is 1 + the byte sum mod 65521: exact for 256 bytes
+    # (at most 65280), so two halves give the sum at C speed instead of
+    # iterating over 512 ints, once per member.
+    unsigned = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+    unsigned += 8 * 32 - sum(block[148:156])
     if stored == unsigned:
         return True
     signed = sum((b - 256 if b > 127 else b) for b in block[:148] + block[156:]) + 8 * 32
@@ -231,9 +238,12 @@ class TarReader:
     :class:`Data`, :class:`MemberEnd` and finally :class:`End` events."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0  # read position in _buf
-        self._base = 0  # stream offset of _buf[0]
+        # Incoming chunks as given: members' data are handed out as slices of
+        # them (or the chunks themselves), never copied through one big buffer.
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # position of the next byte in _chunks[0]
+        self._avail = 0  # bytes received and not consumed yet
+        self._consumed = 0  # stream offset of the next byte
         self._eof = False
         self._state = _State.HEADER
         self._pending = _Pending()
@@ -254,24 +264,50 @@ class TarReader:
             return
         if self._eof:
             raise TarFormatError("data received after end of stream")
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._base += self._pos
-            self._pos = 0
-        self._buf += data
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._avail += len(chunk)
 
     @property
     def offset(self) -> int:
         """Stream offset of the next byte to be consumed."""
-        return self._base + self._pos
+        return self._consumed
 
     def _available(self) -> int:
-        return len(self._buf) - self._pos
+        return self._avail
+
+    def _contiguous(self, n: int) -> int:
+        """How many of the next ``n`` bytes can be taken without joining chunks."""
+        if not self._avail:
+            return 0
+        return min(n, len(self._chunks[0]) - self._head)
 
     def _take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
+        """Consume the next ``n`` bytes (``n <= _available()``)."""
+        chunks, head = self._chunks, self._head
+        self._avail -= n
+        self._consumed += n
+        first = chunks[0]
+        end = head + n
+        if end < len(first):
+            self._head = end
+            return first[head:end]
+        if end == len(first):
+            chunks.popleft()
+            self._head = 0
+            return first if head == 0 else first[head:]
+        parts = []
+        while n:
+            first = chunks[0]
+            piece = first[head : head + n]
+            parts.append(piece)
+            n -= len(piece)
+            head += len(piece)
+            if head == len(first):
+                chunks.popleft()
+                head = 0
+        self._head = head
+        return b"".join(parts)
 
     # -- events ----------------------------------------------------------
 
@@ -294,7 +330,7 @@ class TarReader:
             return self._header_event()
         if state is _State.TRAILER:
             if self._available():
-                return Segment(self._take(self._available()))
+                return Segment(self._take(self._contiguous(self._avail)))
             if self._eof:
                 self._state = _State.DONE
                 return End(clean=self._end_clean)
@@ -305,7 +341,7 @@ class TarReader:
         if self._remaining == 0:
             self._state = _State.PADDING
             return MemberEnd()
-        n = min(self._remaining, self._available())
+        n = self._contiguous(self._remaining)
         if n == 0:
             if self._eof:
                 raise TarFormatError(
