@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := runc crun conmon containernetworking-plugins iptables iproute2 catatonit \
 	skopeo docker-registry apache2-utils busybox-static btrfs-progs attr \
 	qemu-system-x86 gnupg containerd podman uidmap zstd kmod e2fsprogs \
-	util-linux tar gcc libc6-dev man-db groff-base
+	util-linux tar gcc libc6-dev man-db groff-base tmux bash-completion zsh
 
 .PHONY: run test install deb venv host vm-assets docs lint proto-check clean
 
@@ -50,13 +50,16 @@ host:
 vm-assets: venv
 	@$(BIN)/crio vm-assets || echo "warning: no pod VM assets; runtime_type 'vm' handlers stay not ready"
 
-# Manual pages (crio(8), crio.conf(5), kpod(1), kpod-COMMAND(1)), generated from the
-# command-line and configuration definitions; make install (DESTDIR, PREFIX) uses it too.
+# Manual pages (crio(8), crio.conf(5), kpod(1), kpod-COMMAND(1)) and bash/zsh completion,
+# generated from the command-line and configuration definitions; make install (DESTDIR,
+# PREFIX) uses it too.
 PREFIX ?= /usr/local
 MANDIR ?= $(PREFIX)/share/man
+SHAREDIR ?= $(PREFIX)/share
 docs: venv
 	@$(BIN)/python -m crio.manpages $(DESTDIR)$(MANDIR) >/dev/null
-	@echo "manual pages installed under $(DESTDIR)$(MANDIR) (man kpod, man crio.conf)"
+	@$(BIN)/python -m crio.completion $(DESTDIR)$(SHAREDIR) >/dev/null
+	@echo "manual pages under $(DESTDIR)$(MANDIR), completion under $(DESTDIR)$(SHAREDIR)"
 
 lint: venv
 	$(BIN)/ruff check core plugins tests bench hack
