@@ -14,6 +14,7 @@ handler's ``runtime_type``, which validates them when it builds the runtime.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "NetworkConfig",
     "RuntimeConfig",
     "RuntimeHandler",
+    "configured_paths",
     "load",
     "parse_duration",
 ]
@@ -458,6 +460,26 @@ class Config(_Table):
             if parts[:n] in self._origins:
                 return self._origins[parts[:n]]
         return None
+
+
+def configured_paths(config: Config) -> frozenset[str]:
+    """Every absolute path the configuration names, normalised (and resolved, so that
+    ``/var/run/...`` and ``/run/...`` are one): clean-ups never take one for garbage."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith("/"):
+            found.add(os.path.normpath(value))
+            found.add(os.path.realpath(value))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(config.model_dump())
+    return frozenset(found)
 
 
 # ---------------------------------------------------------------------------

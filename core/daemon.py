@@ -21,6 +21,7 @@ import grpc
 
 from crio import __version__
 from crio._memory import release_free_memory, tune_malloc
+from crio.claims import Claims, claim, claimed_paths
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
 from crio.metrics import Metrics, TimedNetwork
@@ -88,6 +89,7 @@ class Components:
     network_error: str
     store: Store
     state: StateStore | None = None
+    claims: Claims | None = None
 
 
 def _select_runtimes(config: Config, plugins: Plugins) -> dict[str, Runtime]:
@@ -116,7 +118,14 @@ async def start_components(config: Config, plugins: Plugins, readonly: bool = Fa
     """The runtimes, store, network and state store, started (``crio check``: ``readonly``:
     the store and the state store are opened without repairing anything)."""
     selected = _select_runtimes(config, plugins)
-    store = await _open_store(config, plugins, readonly)
+    # Before anything is opened: another crio with one of our directories refuses here.
+    claims = None if readonly else claim(claimed_paths(config, selected.values()))
+    try:
+        store = await _open_store(config, plugins, readonly)
+    except BaseException:
+        if claims is not None:
+            claims.release()
+        raise
     runtimes: dict[str, Runtime] = {}
     try:
         for name, runtime in selected.items():
@@ -127,6 +136,8 @@ async def start_components(config: Config, plugins: Plugins, readonly: bool = Fa
     except BaseException:
         await _close_all(runtimes.values())
         await _close_all([store])
+        if claims is not None:
+            claims.release()
         raise
     network: Network | None = None
     network_error = ""
@@ -137,13 +148,13 @@ async def start_components(config: Config, plugins: Plugins, readonly: bool = Fa
         # Pods with host networking still work; NetworkReady says why others do not.
         network, network_error = None, str(exc)
         log.warning("no pod network: %s", exc)
-    parts = Components(runtimes, network, network_error, store)
+    parts = Components(runtimes, network, network_error, store, claims=claims)
     try:
         parts.state = StateStore(Path(config.crio.state_dir))
         for problem in await parts.state.open(readonly=readonly):
             log.error("%s", problem)
     except BaseException:
-        await _close_all([*runtimes.values(), *([network] if network else []), store])
+        await close_components(parts)
         raise
     return parts
 
@@ -184,6 +195,8 @@ async def close_components(parts: Components) -> None:
     if parts.network is not None:
         await _close_all([parts.network])
     await _close_all([parts.store])
+    if parts.claims is not None:
+        parts.claims.release()
 
 
 async def _close_all(closables: object) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "ContainerSpec",
     "ContainerState",
     "ContainerStats",
+    "ExclusivePaths",
     "ExecResult",
     "GarbageCollector",
     "InterfaceStats",
@@ -423,4 +424,23 @@ class ProcessControl(Protocol):
             container's own: ``env`` (the whole list), ``user``
             (``{"uid", "gid", "additionalGids"}``), ``cwd``.
         :returns: the exit code of ``command``.
+        """
+
+
+@runtime_checkable
+class ExclusivePaths(Protocol):
+    """What a :class:`Runtime` may also tell: the directories no other crio may share.
+
+    Optional: core asks the runtimes that have it (``isinstance``) before it
+    starts them.
+    """
+
+    def exclusive_paths(self) -> Mapping[str, str]:
+        """The directories this runtime keeps its objects' state in, by the
+        configuration key that names them (``crio.runtime.runtimes.NAME.runtime_root``).
+
+        A serving crio (and ``crio check --repair``) holds an exclusive lock on
+        each while it runs, and refuses to start when another crio holds one:
+        otherwise one crio's clean-up would take the other's objects for
+        leftovers. Cheap and without I/O; called before :meth:`Runtime.start`.
         """

@@ -27,7 +27,30 @@ if TYPE_CHECKING:
     from crio.server.deps import Deps
     from crio.storage import Image
 
-__all__ = ["delete_layer", "find_stored_image", "make_container", "pod_context"]
+__all__ = [
+    "CRIO_STATE_DIR_KEY",
+    "delete_layer",
+    "find_stored_image",
+    "made_by_this_crio",
+    "make_container",
+    "pod_context",
+]
+
+#: The key of a store container's metadata that names the state directory of the
+#: crio that made it.
+CRIO_STATE_DIR_KEY = "crio-state-dir"
+
+
+def made_by_this_crio(metadata: str, state_dir: str) -> bool:
+    """Whether a store container's metadata says this crio (``state_dir``) made it."""
+    with contextlib.suppress(ValueError):
+        doc = json.loads(metadata or "{}")
+        return (
+            isinstance(doc, dict)
+            and isinstance(doc.get("pod-id"), str)
+            and doc.get(CRIO_STATE_DIR_KEY) == state_dir
+        )
+    return False
 
 
 def pod_context(deps: Deps, pod: SandboxRecord) -> PodContext:
@@ -143,7 +166,14 @@ async def make_container(
             names=[name_key],
             container_id=container_id,
             metadata=json.dumps(
-                {"pod-id": pod.pod_sandbox_id, "pod-name": pod.name, "image-name": request.image}
+                {
+                    "pod-id": pod.pod_sandbox_id,
+                    "pod-name": pod.name,
+                    "image-name": request.image,
+                    # Whose it is: the store is shared (podman, another crio), and only
+                    # what names this crio's state directory is ever its to clean up.
+                    CRIO_STATE_DIR_KEY: deps.config.crio.state_dir,
+                }
             ),
         )
         undo.push("the container's layer", lambda: delete_layer(deps, container_id))

@@ -19,11 +19,10 @@ done. Acknowledged pods and containers are never touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 from crio.errors import CrioError, NotFoundError
 from crio.oci.runtime import GarbageCollector
 from crio.server._common import publish, state_of
-from crio.server._containers import delete_layer
+from crio.server._containers import delete_layer, made_by_this_crio
 from crio.server._lifecycle import remove_container_locked, stop_container_locked
 from crio.server._restore import sandbox_spec
 from crio.server.sandbox_remove import remove_pod_locked
@@ -47,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["reconcile"]
 
 log = logging.getLogger("crio.server")
+
+#: crio's pod ids (``new_id``): the names of its pod run directories.
+_POD_ID = re.compile(r"[0-9a-f]{64}")
 
 
 async def reconcile(deps: Deps, repair: bool = True) -> list[str]:
@@ -218,21 +220,16 @@ async def _orphan_records(deps: Deps, repair: bool) -> list[str]:
     return found
 
 
-def _made_by_crio(metadata: str) -> bool:
-    with contextlib.suppress(ValueError):
-        doc = json.loads(metadata or "{}")
-        return isinstance(doc, dict) and "pod-id" in doc
-    return False
-
-
 async def _store_containers(deps: Deps, known: set[str], repair: bool) -> list[str]:
-    """Store containers crio made (their metadata names a pod) that no record names."""
+    """Store containers this crio made (their metadata names its state directory) that no
+    record names; the store is shared with podman and others."""
     store = deps.store
     if store is None:
         return []
+    state_dir = deps.config.crio.state_dir
     found = []
     for container in await store.containers():
-        if container.id in known or not _made_by_crio(container.metadata):
+        if container.id in known or not made_by_this_crio(container.metadata, state_dir):
             continue
         names = ", ".join(container.names)
         found.append(f"store container {container.id} ({names}): no container record names it "
@@ -248,7 +245,8 @@ async def _run_dirs(deps: Deps, pods: set[str], repair: bool) -> list[str]:
     names = await asyncio.to_thread(lambda: sorted(os.listdir(parent)) if parent.is_dir() else [])
     found = []
     for name in names:
-        if name in pods:
+        # Only crio's own form of entry: a directory named by a pod id.
+        if name in pods or not _POD_ID.fullmatch(name) or not (parent / name).is_dir():
             continue
         found.append(f"pod run directory {parent / name}: pod sandbox {name} has no record "
                      "(left by a crash)")  # fmt: skip

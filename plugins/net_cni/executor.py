@@ -2,7 +2,8 @@
 
 :func:`run_operation` drives a :class:`~crio_plugins.net_cni.protocol.Operation`
 with real processes; :func:`plugin_version` asks one plugin ``VERSION``;
-:func:`gc` and :func:`status` send the CNI 1.1 commands to every plugin of a list.
+:func:`status` sends CNI 1.1's STATUS to every plugin of a list. crio never
+sends GC (see ``CNINetwork.gc``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from crio_plugins.net_cni.protocol import (
     plugin_stdin,
 )
 
-__all__ = ["PluginRunner", "gc", "plugin_version", "run_operation", "status"]
+__all__ = ["PluginRunner", "plugin_version", "run_operation", "status"]
 
 log = logging.getLogger("crio.net_cni")
 
@@ -124,20 +125,6 @@ async def _each_plugin(
         status_, stdout, stderr = await runner.run(kind, env, stdin, network.name)
         if status_ != 0:
             raise parse_failure(kind, command, network.name, status_, stdout, stderr)
-
-
-async def gc(runner: PluginRunner, network: NetworkList, valid: Sequence[tuple[str, str]]) -> bool:
-    """Send ``GC`` with the attachments still in use; False when the list does not take GC.
-
-    :param valid: (container id, interface name) of every attachment in use.
-    """
-    if network.cni_version not in GC_VERSIONS or network.disable_gc:
-        return False
-    attachments = [{"containerID": cid, "ifname": ifname} for cid, ifname in valid]
-    # libcni sends both spellings: an early draft of the spec used the second.
-    extra = {"cni.dev/valid-attachments": attachments, "cni.dev/attachments": attachments}
-    await _each_plugin(runner, network, "GC", extra)
-    return True
 
 
 async def status(runner: PluginRunner, network: NetworkList) -> bool:

@@ -16,7 +16,7 @@ from crio.errors import CrioError, InvalidRequestError, UnavailableError
 from crio.network import NetworkStatus, PodNetwork, PortMapping, bandwidth_from_annotations
 from crio_plugins.net_cni.cache import CacheRecord, ResultCache
 from crio_plugins.net_cni.confdir import ConfigWatcher, NetworkList
-from crio_plugins.net_cni.executor import PluginRunner, gc, run_operation
+from crio_plugins.net_cni.executor import PluginRunner, run_operation
 from crio_plugins.net_cni.executor import status as plugin_status
 from crio_plugins.net_cni.protocol import (
     GC_VERSIONS,
@@ -399,10 +399,10 @@ class CNINetwork:
             if not dry_run:
                 log.warning("%s; removing it", found[-1])
                 await asyncio.to_thread(path.unlink, missing_ok=True)
-        network, _ = self.configs.current()
-        if network is not None and not dry_run:
-            attached = [(r.container_id, r.ifname) for r in self._records.values()]
-            await gc(self.runner, network, attached)
+        # No CNI GC verb: it releases every attachment of the network that the list
+        # leaves out, and crio cannot prove it is the network's only user (on a node,
+        # podman's network is often the first config in network_dir). Every attachment
+        # crio makes is cached before its ADD, so each one it lost is DELeted above.
         return found
 
     def records(self) -> Mapping[str, CacheRecord]:

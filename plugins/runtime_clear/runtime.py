@@ -108,6 +108,9 @@ class ClearRuntime:
 
     # -- life of the handler ----------------------------------------------------------
 
+    def exclusive_paths(self) -> dict[str, str]:
+        return {f"crio.runtime.runtimes.{self.handler_name}.runtime_root": str(self.vm_root)}
+
     async def start(self) -> None:
         await asyncio.to_thread(self.vm_root.mkdir, parents=True, exist_ok=True)
         self._problem = await asyncio.to_thread(self._check)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crio.config import Config, RuntimeHandler
+from crio.config import Config, RuntimeHandler, configured_paths
 from crio.errors import ConfigError, NotFoundError, OCIRuntimeError, WrongStateError
 from crio.oci.runtime import (
     ContainerSpec,
@@ -94,12 +94,19 @@ class RuncRuntime:
         runtime_root: str,
         settings: conmon.ConmonSettings,
         namespaces_dir: str,
+        bundle_root: str = "",
+        reserved: frozenset[str] = frozenset(),
     ) -> None:
         self.handler_name = handler_name
         self.runtime_path = runtime_path
         self.runtime_root = runtime_root
         self.conmon = settings
         self.namespaces_dir = Path(namespaces_dir)
+        #: crio's run root (bundles lie below it) and every configured path: the
+        #: garbage collection's evidence of what crio made (see garbage.py).
+        self.bundle_root = bundle_root
+        self.reserved = reserved
+        self._foreign: set[str] = set()
         self.hierarchies = Hierarchies({}, "")
         self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies)
         self.version = ""
@@ -128,9 +135,21 @@ class RuncRuntime:
             log_size_max=rt.log_size_max,
             no_pivot=rt.no_pivot,
         )
-        return cls(name, path, settings.runtime_root, settings, rt.namespaces_dir)
+        return cls(
+            name,
+            path,
+            settings.runtime_root,
+            settings,
+            rt.namespaces_dir,
+            bundle_root=config.crio.runroot,
+            reserved=configured_paths(config),
+        )
 
     # -- life of the handler ------------------------------------------------
+
+    def exclusive_paths(self) -> dict[str, str]:
+        # The runtime root may be shared with podman (/run/runc), never with another crio.
+        return {f"crio.runtime.runtimes.{self.handler_name}.runtime_root": self.runtime_root}
 
     def _missing(self) -> str:
         for what, path in (("runtime", self.runtime_path), ("conmon", self.conmon.conmon_path)):
@@ -344,8 +363,26 @@ class RuncRuntime:
             exits_dir=self.conmon.exits_dir,
             attach_dir=self.conmon.attach_dir,
             namespaces_dir=str(self.namespaces_dir),
+            bundle_root=self.bundle_root,
+            reserved=self.reserved,
         )
-        return await garbage.collect(paths, self._delete_force, sandbox_ids, container_ids, dry_run)
+        return await garbage.collect(
+            paths,
+            self._runtime_state,
+            self._delete_force,
+            sandbox_ids,
+            container_ids,
+            dry_run,
+            foreign=self._foreign,
+        )
+
+    async def _runtime_state(self, container_id: str) -> dict[str, Any] | None:
+        """The runtime's OCI state of ``container_id`` (bundle, annotations), or None."""
+        rc, out, _ = await self._run("state", container_id)
+        with contextlib.suppress(ValueError):
+            state = json.loads(out) if rc == 0 else None
+            return state if isinstance(state, dict) else None
+        return None
 
     async def _delete_force(self, container_id: str) -> str:
         rc, out, err = await self._run("delete", "--force", container_id)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,16 @@ class CrioProcess:
     must stay under 108 bytes.
     """
 
-    def __init__(self, extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        extra: Mapping[str, Mapping[str, Any]]
+        | Callable[[Path], Mapping[str, Mapping[str, Any]]]
+        | None = None,
+    ) -> None:
+        """:param extra: tables to add, or a function of the base directory giving them."""
         self.base = Path(tempfile.mkdtemp(prefix="crio-t-", dir="/tmp"))
+        if callable(extra):
+            extra = extra(self.base)
         self.socket = self.base / "crio.sock"
         (self.base / "net.d").mkdir()
         tables: dict[str, dict[str, Any]] = {

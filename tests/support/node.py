@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,10 @@ class Node:
 
 
 def start_node(
-    extra: Mapping[str, Mapping[str, Any]] | None = None, env: Mapping[str, str] | None = None
+    extra: Mapping[str, Mapping[str, Any]]
+    | Callable[[Path], Mapping[str, Mapping[str, Any]]]
+    | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Node:
     for binary in ("/usr/bin/runc", "/usr/bin/crun", "/usr/bin/conmon"):
         if not os.access(binary, os.X_OK):
@@ -102,9 +105,15 @@ def start_node(
     tables: dict[str, dict[str, Any]] = {
         "crio.image": {"pause_image": PAUSE_IMAGE, "pause_command": "/pause"}
     }
-    for table, keys in (extra or {}).items():
-        tables.setdefault(table, {}).update(keys)
-    process = CrioProcess(tables)
+
+    def all_tables(base: Path) -> dict[str, dict[str, Any]]:
+        more = extra(base) if callable(extra) else extra
+        merged = {table: dict(keys) for table, keys in tables.items()}
+        for table, keys in (more or {}).items():
+            merged.setdefault(table, {}).update(keys)
+        return merged
+
+    process = CrioProcess(all_tables)
     seed_images(process.base / "root", process.base / "runroot")
     process.start(env=env)
     channel = grpc.insecure_channel(f"unix://{process.socket}")
