@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -391,13 +392,20 @@ class RuncRuntime:
 
     async def start_container(self, container_id: str) -> None:
         ctr = self._get(container_id)
+        # Noted before the call: the process may run and end before ``start`` returns,
+        # and its finish time must not come before its start time.
+        requested = time.time_ns()
         rc, out, err = await self._run("start", container_id)
         if rc != 0:
             raise OCIRuntimeError(
                 f"container {container_id}: {self.handler_name} start failed: "
                 f"{(err or out).strip() or f'exit status {rc}'}"
             )
-        ctr.started_at = time.time_ns()
+        ctr.started_at = requested
+        if ctr.exit is not None:  # its exit file came during the call
+            ctr.exit = dataclasses.replace(
+                ctr.exit, started_at=requested, finished_at=max(ctr.exit.finished_at, requested)
+            )
         await asyncio.to_thread(ctr.save)
 
     def _signal(self, ctr: RuncContainer, signum: int, everything: bool) -> None:
@@ -480,7 +488,9 @@ class RuncRuntime:
         path = os.path.join(self.conmon.exits_dir, ctr.container_id)
         try:
             text = Path(path).read_text().strip()
-            finished = os.stat(path).st_mtime_ns
+            # A file's mtime comes from the kernel's coarse clock (a tick behind
+            # time_ns()): never let it put the exit before the recorded start.
+            finished = max(os.stat(path).st_mtime_ns, ctr.started_at)
         except FileNotFoundError:
             return False
         try:
