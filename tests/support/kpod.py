@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from support.daemon import CrioProcess
@@ -35,13 +36,39 @@ def run_kpod(
 
 
 def kpod(crio: CrioProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kpod ARGS`` run by :func:`crio.kpod.cli.main` in this process (no interpreter start)."""
+    """``kpod ARGS`` run by :func:`crio.kpod.cli.main` in this process (no interpreter start).
+
+    Output is captured at the file descriptors (kpod writes container output with
+    ``os.write``); stdin stays this process's (use :func:`run_kpod` to feed it).
+    """
     from crio.kpod.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        text_out = open(1, "w", closefd=False)  # noqa: SIM115 (flushed and dropped below)
+        text_err = open(2, "w", closefd=False)  # noqa: SIM115
         try:
-            code = main([*_base(crio), *args])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(["kpod", *args], code, out.getvalue(), err.getvalue())
+            with contextlib.redirect_stdout(text_out), contextlib.redirect_stderr(text_err):
+                try:
+                    code = main([*_base(crio), *args])
+                except SystemExit as exc:
+                    code = int(exc.code or 0)
+                text_out.flush()
+                text_err.flush()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            ["kpod", *args],
+            code,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )

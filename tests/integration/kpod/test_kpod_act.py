@@ -31,16 +31,16 @@ def test_logs_exec_stats_pause_kill_wait(node: Node) -> None:
     log_path = Path(node.cri.status(talker).log_path)
     wait_until(lambda: b"last" in log_path.read_bytes(), what="the log")
 
-    logs = run_kpod(node.crio, "logs", talker)
+    logs = kpod(node.crio, "logs", talker)
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout.splitlines() == ["a" * LONG, "last"] and logs.stderr == "oops\n"
-    tail = run_kpod(node.crio, "logs", "--tail", "1", "--timestamps", talker)
+    tail = kpod(node.crio, "logs", "--tail", "1", "--timestamps", talker)
     (shown_line,) = (tail.stdout + tail.stderr).splitlines()  # the last of both streams
     assert shown_line.startswith("20") and shown_line.split(" ", 1)[1] in ("last", "oops")
-    assert run_kpod(node.crio, "logs", "--since", "2099-01-01T00:00:00Z", talker).stdout == ""
-    assert run_kpod(node.crio, "logs", "--since", "1h", talker).stdout.endswith("last\n")
+    assert kpod(node.crio, "logs", "--since", "2099-01-01T00:00:00Z", talker).stdout == ""
+    assert kpod(node.crio, "logs", "--since", "1h", talker).stdout.endswith("last\n")
 
-    shown = run_kpod(
+    shown = kpod(
         node.crio,
         "exec",
         "-e",
@@ -57,8 +57,8 @@ def test_logs_exec_stats_pause_kill_wait(node: Node) -> None:
     assert (shown.returncode, shown.stdout.split()) == (7, ["bar", "/tmp", "1000", "1001"])
     echoed = run_kpod(node.crio, "exec", "-i", talker, "cat", input=b"hello through stdin")
     assert (echoed.returncode, echoed.stdout) == (0, "hello through stdin")
-    assert run_kpod(node.crio, "exec", "-u", "nobody-here", talker, "true").returncode == 125
-    assert run_kpod(node.crio, "exec", "nosuch", "true").returncode == 1
+    assert kpod(node.crio, "exec", "-u", "nobody-here", talker, "true").returncode == 125
+    assert kpod(node.crio, "exec", "nosuch", "true").returncode == 1
 
     stats = kpod(node.crio, "stats", "--no-stream", "-i", "0.2", "--format", "json", talker)
     row = json.loads(stats.stdout)
@@ -70,7 +70,7 @@ def test_logs_exec_stats_pause_kill_wait(node: Node) -> None:
     assert kpod(node.crio, "pause", talker).returncode == 0
     assert "(Paused)" in kpod(node.crio, "ps").stdout
     assert _state(node, talker) == api.CONTAINER_RUNNING  # CRI has no paused state
-    refused = run_kpod(node.crio, "exec", talker, "true")
+    refused = kpod(node.crio, "exec", talker, "true")
     assert refused.returncode == 1 and "paused" in refused.stderr
     assert kpod(node.crio, "pause", talker).returncode == 1
     assert kpod(node.crio, "unpause", talker).returncode == 0
@@ -91,9 +91,9 @@ def test_logs_exec_stats_pause_kill_wait(node: Node) -> None:
 
     waiter = node.cri.create(pod_id, container_config("waiter", ["sh", "-c", "sleep 1; exit 4"]))
     node.cri.start(waiter)
-    waited = run_kpod(node.crio, "wait", waiter)
+    waited = kpod(node.crio, "wait", waiter)
     assert (waited.returncode, waited.stdout) == (4, "4\n")
-    assert run_kpod(node.crio, "wait", victim).stdout == "137\n"
+    assert kpod(node.crio, "wait", victim).stdout == "137\n"
     node.cri.stop_pod(pod_id)
     node.cri.remove_pod(pod_id)
 
@@ -107,7 +107,7 @@ def test_start_stop_rm_through_crio_and_without_it(node: Node) -> None:
     # crio runs: kpod asks it over CRI, and CRI shows the change at once.
     assert kpod(node.crio, "start", created).returncode == 0
     assert _state(node, created) == api.CONTAINER_RUNNING
-    started = run_kpod(node.crio, "start", "-a", hello)
+    started = kpod(node.crio, "start", "-a", hello)
     assert (started.returncode, started.stdout) == (5, "hi\n")
     assert kpod(node.crio, "start", hello).returncode == 1  # exited: CRI starts once
     refused = kpod(node.crio, "rm", running)

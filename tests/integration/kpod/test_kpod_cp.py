@@ -110,8 +110,6 @@ def test_cp_stays_inside_the_container(node: Node, hostile: str, tmp_path: Path)
     assert (out / "data" / "file").read_bytes() == b"payload\n"
 
     # To stdout as tar.
-    streamed = run_kpod(node.crio, "cp", f"{cid}:/data/.", "-")
-    assert streamed.returncode == 0, streamed.stderr
     raw = run_kpod_bytes(node, f"{cid}:/data", "-")
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         assert sorted(tar.getnames()) == ["data", "data/abs", "data/file"]
