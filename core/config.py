@@ -431,6 +431,13 @@ class CrioConfig(_Table):
     storage_option: list[str] = Field(
         default_factory=list, description="Driver options, e.g. 'overlay.mountopt=nodev'."
     )
+    additionalimagestores: list[AbsPath] = Field(
+        default_factory=list,
+        description=(
+            "Read-only image stores (containers/storage roots, e.g. on NFS) whose images "
+            "are used in place; as containers/storage's storage.conf names it."
+        ),
+    )
     log_dir: AbsPath = Field(
         "/var/log/crio/pods", description="Default directory for container logs."
     )

@@ -109,6 +109,7 @@ async def _open_store(config: Config, plugins: Plugins, readonly: bool = False) 
         config.crio.storage_option,
         plugins,
         repair=not readonly,
+        image_stores=config.crio.additionalimagestores,
     )
     log.info("store at %s (run %s) with driver %s", store.root, store.runroot, store.driver.name)
     return store

@@ -96,6 +96,7 @@ class Context:
                 cfg.storage_driver,
                 cfg.storage_option,
                 plugins=self.plugins(),
+                image_stores=cfg.additionalimagestores,
             )
         return self._store
 

@@ -103,9 +103,16 @@ def _created_at(ns: int) -> str:
 
 
 def image_rows(
-    images: Sequence[Image], layers: Sequence[Layer], no_trunc: bool = False
+    images: Sequence[Image],
+    layers: Sequence[Layer],
+    no_trunc: bool = False,
+    stores: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per image name (one "<none>" row for an image without names)."""
+    """One row per image name (one "<none>" row for an image without names).
+
+    :param stores: image id -> the root of the read-only image store it lives
+        in; images not named there are in the node's own store.
+    """
     by_id = {layer.id: layer for layer in layers}
     rows = []
     for image in images:
@@ -127,6 +134,8 @@ def image_rows(
                     "SharedSize": "N/A",
                     "UniqueSize": "N/A",
                     "Containers": "N/A",
+                    "Store": (stores or {}).get(image.id, "local"),
+                    "ReadOnly": image.id in (stores or {}),
                 }
             )
     return rows

@@ -23,6 +23,7 @@ from crio.errors import (
 )
 from crio.storage import _recordops as ops
 from crio.storage._files import atomic_write
+from crio.storage._sharedview import _SharedView
 from crio.storage.driver import Change
 from crio.storage.records import Container, Image, Layer, now, parse_time
 
@@ -43,7 +44,7 @@ class DeletedImage:
     containers: tuple[str, ...] = ()
 
 
-class _Catalog:
+class _Catalog(_SharedView):
     """Images and containers; :class:`crio.storage.Store` provides the rest."""
 
     driver: GraphDriver
@@ -70,8 +71,10 @@ class _Catalog:
     # -- images ----------------------------------------------------------
 
     async def images(self) -> list[Image]:
+        """Every image: this store's, then those of the read-only stores."""
         async with self._locked(images=True):
-            return self._images.read()
+            own = self._images.read()
+        return await self._with_shared(own, "images")
 
     async def image(self, key: str) -> Image:
         """An image by id, ``sha256:ID``, name, id prefix, manifest digest or ``NAME@DIGEST``.
@@ -88,10 +91,18 @@ class _Catalog:
         image = await self.image(key)
         if name not in image.big_data_names:
             raise NotFoundError(f"image {image.id} has no data item {name!r}")
+        holder = await self._shared_holder("images", image.id)
+        path = (
+            holder.big_data_path(image.id, big_data_file_name(name))
+            if holder is not None
+            else self._big_data_path(image.id, name)
+        )
         try:
-            return await asyncio.to_thread(self._big_data_path(image.id, name).read_bytes)
+            return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             raise StorageError(f"image {image.id}: data item {name!r} is missing") from None
+        except OSError as exc:
+            raise StorageError(f"image {image.id}: data item {name!r}: {exc}") from exc
 
     async def image_config(self, key: str) -> bytes:
         """The image's config blob (big data named by the config digest)."""
@@ -108,7 +119,7 @@ class _Catalog:
     async def set_image_big_data(self, key: str, name: str, data: bytes) -> None:
         async with self._locked(images=True):
             images = self._images.read()
-            image = ops.find_image(images, key)
+            image = await self._own_image(images, key)
             image = await self._write_big_data(image, name, data)
             await self._replace_image(images, image)
 
@@ -165,7 +176,8 @@ class _Catalog:
         if created is None:
             created = _config_created(config) or now()
         async with self._locked(layers=True, images=True):
-            if top_layer and not any(x.id == top_layer for x in self._layers.read()):
+            known = await self._with_shared(self._layers.read(), "layers")
+            if top_layer and not any(x.id == top_layer for x in known):
                 raise NotFoundError(f"layer {top_layer} not found for image {image_id}")
             images = self._images.read()
             image = next((i for i in images if i.id == image_id), None)
@@ -196,7 +208,7 @@ class _Catalog:
         """Give an image exactly ``names`` (taking them from other images)."""
         async with self._locked(images=True):
             images = self._images.read()
-            image = ops.find_image(images, key)
+            image = await self._own_image(images, key)
             names = tuple(dict.fromkeys(names))
             history = tuple(dict.fromkeys([*names, *image.names_history]))
             image = dataclasses.replace(image, names=names, names_history=history)
@@ -232,7 +244,7 @@ class _Catalog:
         """
         async with self._locked(layers=True, images=True, containers=True):
             images = self._images.read()
-            image = ops.find_image(images, key)
+            image = await self._own_image(images, key)
             containers = self._containers.read()
             users = [c for c in containers if c.image == image.id]
             if users and not force:
@@ -249,6 +261,17 @@ class _Catalog:
             doomed = [x.id for x in ops.chain(layers, image.top_layer) if x.id not in keep]
             await self._remove_layers(doomed)
             return DeletedImage(image.id, image.names, tuple(doomed), tuple(c.id for c in users))
+
+    async def _own_image(self, images: list[Image], key: str) -> Image:
+        """The image ``key`` among this store's ``images``; one of a read-only
+        store is refused (nothing is written there)."""
+        try:
+            return ops.find_image(images, key)
+        except NotFoundError:
+            # The caller holds the images lock: extend its list, do not lock again.
+            found = ops.find_image(await self._with_shared(images, "images"), key)
+            await self._refuse_shared(found.id, "images")
+            raise
 
     # -- containers ------------------------------------------------------
 
@@ -279,7 +302,8 @@ class _Catalog:
         async with self._locked(layers=True, images=True, containers=True):
             top, image_id = "", ""
             if image:
-                found = ops.find_image(self._images.read(), image)
+                images = await self._with_shared(self._images.read(), "images")
+                found = ops.find_image(images, image)
                 top, image_id = found.top_layer, found.id
             containers = self._containers.read()
             if any(c.id == container_id for c in containers):
@@ -335,7 +359,7 @@ class _Catalog:
     async def mount_image(self, key: str) -> Path:
         """Mount an image's top layer read-only (``kpod mount`` of an image)."""
         async with self._locked(layers=True):
-            image = ops.find_image(await self._images_unlocked(), key)
+            image = await self._own_image(await self._images_unlocked(), key)
             if not image.top_layer:
                 raise WrongStateError(f"image {image.id} has no layers to mount")
             return await self._mount_layer(image.top_layer, ["ro"])
@@ -346,7 +370,7 @@ class _Catalog:
 
     async def unmount_image(self, key: str, force: bool = False) -> int:
         async with self._locked(layers=True):
-            image = ops.find_image(await self._images_unlocked(), key)
+            image = await self._own_image(await self._images_unlocked(), key)
             return await self._unmount_layer(image.top_layer, force)
 
     async def delete_container(self, key: str) -> None:

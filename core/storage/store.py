@@ -27,6 +27,7 @@ from crio.storage._files import LockFile, atomic_write
 from crio.storage._recordfile import RecordFile
 from crio.storage._streams import AsyncBridge, LayerReader
 from crio.storage.driver import Change, GraphDriver
+from crio.storage.imagestores import ImageStore, image_store_paths
 from crio.storage.mount import is_mountpoint
 from crio.storage.records import Container, Image, Layer, now
 from crio.storage.tarsplit import assemble
@@ -46,21 +47,35 @@ DEFAULT_DRIVERS = ("overlay", "vfs")
 
 
 def select_driver(
-    plugins: Plugins, root: Path, runroot: Path, name: str, options: Sequence[str]
+    plugins: Plugins,
+    root: Path,
+    runroot: Path,
+    name: str,
+    options: Sequence[str],
+    image_stores: Sequence[Path | str] = (),
 ) -> GraphDriver:
     """The driver ``name``; with an empty name the one already used in ``root``,
     else overlay where the kernel supports it, else vfs (and log which).
 
-    :raises ConfigError: no plugin provides the driver.
+    :param image_stores: read-only stores (``additionalimagestores``); the
+        driver gets each as a ``NAME.imagestore=PATH`` option, as
+        containers/storage passes them.
+    :raises ConfigError: no plugin provides the driver, or it refuses an option.
     :raises UnsupportedError: the driver cannot work on this host.
     """
+
+    def with_stores(driver: str) -> list[str]:
+        return [*options, *(f"{driver}.imagestore={path}" for path in image_stores)]
+
     if name:
-        return plugins.graph_driver(name, root / name, runroot, options)
+        return plugins.graph_driver(name, root / name, runroot, with_stores(name))
     used = drivers_in_use(root)
     reasons: list[str] = []
     for candidate in used or DEFAULT_DRIVERS:
         try:
-            driver = plugins.graph_driver(candidate, root / candidate, runroot, options)
+            driver = plugins.graph_driver(
+                candidate, root / candidate, runroot, with_stores(candidate)
+            )
         except UnsupportedError as exc:
             reasons.append(str(exc))
             log.info("storage driver %s is not usable here: %s", candidate, exc)
@@ -93,10 +108,18 @@ class Store(_Catalog):
     podman, skopeo) using the same directories.
     """
 
-    def __init__(self, root: Path, runroot: Path, driver: GraphDriver) -> None:
+    def __init__(
+        self,
+        root: Path,
+        runroot: Path,
+        driver: GraphDriver,
+        image_stores: Sequence[ImageStore] = (),
+    ) -> None:
         self.root = root
         self.runroot = runroot
         self.driver = driver
+        #: Read-only stores whose images this store shows (see :mod:`crio.storage.imagestores`).
+        self.image_stores = list(image_stores)
         name = driver.name
         self.layers_dir = root / f"{name}-layers"
         self.images_dir = root / f"{name}-images"
@@ -129,12 +152,16 @@ class Store(_Catalog):
         options: Sequence[str] = (),
         plugins: Plugins | None = None,
         repair: bool = True,
+        image_stores: Sequence[Path | str] = (),
     ) -> Store:
         """Open (creating if needed) the store and clean up after crashed writers.
 
         :param driver: ``storage_driver``; empty picks one (see :func:`select_driver`).
         :param plugins: the plugin host; None loads the ``crio.plugins`` entry points.
         :param repair: False leaves what crashed writers left (``crio check`` reports it).
+        :param image_stores: ``additionalimagestores``: read-only stores whose
+            images are used in place (``DRIVER.imagestore`` options add more).
+            One that cannot be read is reported, not fatal.
         """
         from crio.plugins import Plugins
 
@@ -144,8 +171,15 @@ class Store(_Catalog):
             plugins.load_entry_points()
         for path in (root, runroot):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        chosen = select_driver(plugins, root, runroot, driver, options)
-        store = cls(root, runroot, chosen)
+        chosen = select_driver(plugins, root, runroot, driver, options, image_stores)
+        shared = [
+            ImageStore(path, chosen.name)
+            for path in image_store_paths(options, chosen.name, [str(p) for p in image_stores])
+        ]
+        store = cls(root, runroot, chosen, shared)
+        for ro in shared:
+            if not await ro.check():
+                log.info("read-only image store %s (%s)", ro.root, chosen.name)
         for path in (
             store.layers_dir,
             store.images_dir,
@@ -251,8 +285,10 @@ class Store(_Catalog):
     # -- layers ----------------------------------------------------------
 
     async def layers(self) -> list[Layer]:
+        """Every layer: this store's, then those of the read-only stores."""
         async with self._locked(layers=True):
-            return self._layers.read()
+            own = self._layers.read()
+        return await self._with_shared(own, "layers")
 
     async def layer(self, key: str) -> Layer:
         """A layer by id, name or id prefix. :raises NotFoundError:"""
@@ -418,7 +454,12 @@ class Store(_Catalog):
         """Remove a layer no image, container or other layer uses."""
         async with self._locked(layers=True, images=True, containers=True):
             layers = self._layers.read()
-            layer = ops.find(layers, key, "layer")
+            try:
+                layer = ops.find(layers, key, "layer")
+            except NotFoundError:
+                shared = await self._with_shared(layers, "layers")
+                await self._refuse_shared(ops.find(shared, key, "layer").id, "layers")
+                raise
             users = [i.id for i in self._images.read() if i.top_layer == layer.id]
             users += [c.id for c in self._containers.read() if c.layer == layer.id]
             users += [x.id for x in layers if x.parent == layer.id]
@@ -441,7 +482,7 @@ class Store(_Catalog):
         """The layer as an uncompressed tar: byte-identical to the applied one when
         its tar-split is kept (so ``diff-digest`` matches), else generated."""
         layer = await self.layer(key)
-        split_path = self._tar_split_path(layer.id)
+        split_path = await self._shared_tar_split(layer.id) or self._tar_split_path(layer.id)
         directory = await self.driver.layer_dir(layer.id)
         if directory is None or not split_path.exists():
             async for chunk in self.driver.diff(layer.id, layer.parent or None):

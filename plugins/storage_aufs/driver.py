@@ -77,6 +77,12 @@ class AufsDriver:
         self.home = home
         self.mount_options: list[str] = []
         for key, value in driver_options(options, (NAME,)):
+            if key == "imagestore":
+                raise ConfigError(
+                    "additionalimagestores: the aufs driver does not use read-only image "
+                    "stores; use overlay or vfs",
+                    key=OPTION_KEY,
+                )
             if key != "mountopt":
                 raise ConfigError(
                     f"unknown aufs option {key!r} (known: aufs.mountopt)", key=OPTION_KEY

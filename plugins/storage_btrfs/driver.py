@@ -81,6 +81,13 @@ class BtrfsDriver:
                 self.size = parse_size(value, "btrfs.size")
             elif key == "min_space":
                 self.min_space = parse_size(value, "btrfs.min_space")
+            elif key == "imagestore":
+                raise ConfigError(
+                    "additionalimagestores: a btrfs layer is a snapshot of its parent, which "
+                    "must be on the same file system; use overlay or vfs for read-only "
+                    "image stores",
+                    key=OPTION_KEY,
+                )
             elif key == "mountopt":
                 raise ConfigError(
                     "storage option btrfs.mountopt: the btrfs driver mounts nothing",

@@ -87,6 +87,8 @@ class OverlayDriver:
         self.home = home
         self.runhome = runroot / NAME
         self.mount_options: list[str] = []
+        #: ``ROOT/overlay`` of each read-only image store: where parents may live.
+        self.image_homes: list[Path] = []
         for option in options:
             key, _, value = option.partition("=")
             key = key.strip().lower()
@@ -96,11 +98,14 @@ class OverlayDriver:
                     continue  # another driver's option
             if key == "mountopt":
                 self.mount_options = [o for o in value.split(",") if o]
+            elif key == "imagestore":
+                self.image_homes += [Path(p) / NAME for p in value.split(",") if p]
             elif key in ("skip_mount_home", "override_kernel_check"):
                 continue
             else:
                 raise ConfigError(
-                    f"unknown overlay option {option!r} (known: overlay.mountopt)",
+                    f"unknown overlay option {option!r} (known: overlay.mountopt, "
+                    "overlay.imagestore)",
                     key="crio.storage_option",
                 )
         supported, why = overlay_supported()
@@ -120,10 +125,29 @@ class OverlayDriver:
 
     # -- paths -----------------------------------------------------------
 
-    def _dir(self, layer_id: str) -> Path:
+    def _own_dir(self, layer_id: str) -> Path:
         if len(layer_id) != 64 or not all(c in "0123456789abcdef" for c in layer_id):
             raise StorageError(f"overlay: {layer_id!r} is not a layer id")
         return self.home / layer_id
+
+    def _dir(self, layer_id: str) -> Path:
+        """The layer's directory: this store's, else a read-only image store's."""
+        path = self._own_dir(layer_id)
+        if self.image_homes and not path.exists():
+            for home in self.image_homes:
+                if (home / layer_id).is_dir():
+                    return home / layer_id
+        return path
+
+    def _resolve(self, lower: str) -> Path:
+        """A ``lower`` entry (``l/NAME``) as a path: the short link lives in the
+        store that holds the layer."""
+        own = self.home / lower
+        if self.image_homes and not os.path.lexists(own):
+            for home in self.image_homes:
+                if os.path.lexists(home / lower):
+                    return home / lower
+        return own
 
     def _lowers(self, layer_id: str) -> list[str]:
         try:
@@ -146,7 +170,7 @@ class OverlayDriver:
         await asyncio.to_thread(self._create, layer_id, parent)
 
     def _create(self, layer_id: str, parent: str | None) -> None:
-        path = self._dir(layer_id)
+        path = self._own_dir(layer_id)
         lower = ""
         if parent:
             parent_dir = self._dir(parent)
@@ -181,7 +205,7 @@ class OverlayDriver:
         await asyncio.to_thread(self._remove, layer_id)
 
     def _remove(self, layer_id: str) -> None:
-        path = self._dir(layer_id)
+        path = self._own_dir(layer_id)
         m.unmount(path / "merged")
         try:
             link = (path / "link").read_text().strip()
@@ -194,7 +218,7 @@ class OverlayDriver:
             raise StorageError(f"overlay: could not remove layer {layer_id} ({path})")
 
     async def exists(self, layer_id: str) -> bool:
-        return self._dir(layer_id).is_dir()
+        return self._own_dir(layer_id).is_dir()
 
     async def layers(self) -> Sequence[str]:
         def scan() -> list[str]:
@@ -207,7 +231,7 @@ class OverlayDriver:
         return await asyncio.to_thread(scan)
 
     async def get(self, layer_id: str, mount_options: Sequence[str] = ()) -> Path:
-        path = self._dir(layer_id)
+        path = self._own_dir(layer_id)  # a read-only store's layer is never mounted here
         merged = path / "merged"
         if await asyncio.to_thread(m.is_mountpoint, merged):
             return merged
@@ -217,7 +241,7 @@ class OverlayDriver:
         if not path.is_dir():
             raise StorageError(f"overlay: layer {layer_id} does not exist")
         merged.mkdir(mode=0o700, exist_ok=True)
-        absolute = [str(self.home / lower) for lower in lowers] or [str(path / "empty")]
+        absolute = [str(self._resolve(lower)) for lower in lowers] or [str(path / "empty")]
         flags, data = m.split_options(
             [_layer_options(absolute, path, read_only), *[o for o in options if o != "ro"]]
         )
@@ -226,6 +250,11 @@ class OverlayDriver:
         if len(data) < PAGE_SIZE - 1:
             await asyncio.to_thread(m.mount, "overlay", merged, "overlay", flags, data)
             return merged
+        if any(not os.path.lexists(self.home / lower) for lower in lowers):
+            raise StorageError(
+                f"overlay: layer {layer_id} has too many lowers from read-only image stores "
+                "to mount in one page"
+            )
         relative = lowers or [f"{layer_id}/empty"]
         short = [_layer_options(relative, Path(layer_id), read_only), *options]
         if len(",".join(short)) >= PAGE_SIZE - 1:
@@ -244,12 +273,12 @@ class OverlayDriver:
         return merged
 
     async def put(self, layer_id: str) -> None:
-        merged = self._dir(layer_id) / "merged"
+        merged = self._own_dir(layer_id) / "merged"
         await asyncio.to_thread(m.unmount, merged)
 
     async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> ApplyResult:
         policy = ApplyPolicy(WhiteoutFormat.OVERLAY, allow_devices=os.geteuid() == 0)
-        return await asyncio.to_thread(apply_tar, self._dir(layer_id) / "diff", diff, policy)
+        return await asyncio.to_thread(apply_tar, self._own_dir(layer_id) / "diff", diff, policy)
 
     async def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
         upper = self._dir(layer_id) / "diff"
@@ -261,7 +290,7 @@ class OverlayDriver:
             yield chunk
 
     def _lower_paths(self, layer_id: str) -> list[Path]:
-        return [(self.home / lower).resolve() for lower in self._lowers(layer_id)]
+        return [self._resolve(lower).resolve() for lower in self._lowers(layer_id)]
 
     async def changes(self, layer_id: str, parent: str | None) -> Sequence[Change]:
         upper = self._dir(layer_id) / "diff"

@@ -18,6 +18,7 @@ from crio.errors import ConfigError, StorageError
 from crio.storage._applier import ApplyResult, apply_tar
 from crio.storage.driver import Change, WhiteoutFormat
 from crio.storage.naivediff import naive_changes, naive_diff, naive_diff_size
+from crio.storage.options import OPTION_KEY, driver_options
 from crio.storage.tarapply import ApplyPolicy
 
 __all__ = ["VfsDriver"]
@@ -34,25 +35,35 @@ class VfsDriver:
 
     def __init__(self, home: Path, runroot: Path, options: Sequence[str] = ()) -> None:
         self.home = home
-        for option in options:
-            key = option.partition("=")[0].strip().lower()
-            if "." in key:
-                driver, _, key = key.partition(".")
-                if driver != NAME:
-                    continue
-            raise ConfigError(f"unknown vfs option {option!r}", key="crio.storage_option")
+        #: ``ROOT/vfs`` of each read-only image store: where parents may live.
+        self.image_homes: list[Path] = []
+        for key, value in driver_options(options, (NAME,)):
+            if key != "imagestore":
+                raise ConfigError(
+                    f"unknown vfs option {key!r} (known: vfs.imagestore)", key=OPTION_KEY
+                )
+            self.image_homes += [Path(p) / NAME for p in value.split(",") if p]
         (self.home / "dir").mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def _dir(self, layer_id: str) -> Path:
+    def _own_dir(self, layer_id: str) -> Path:
         if len(layer_id) != 64 or not all(c in "0123456789abcdef" for c in layer_id):
             raise StorageError(f"vfs: {layer_id!r} is not a layer id")
         return self.home / "dir" / layer_id
+
+    def _dir(self, layer_id: str) -> Path:
+        """The layer's copy: this store's, else a read-only image store's."""
+        path = self._own_dir(layer_id)
+        if self.image_homes and not path.exists():
+            for home in self.image_homes:
+                if (home / "dir" / layer_id).is_dir():
+                    return home / "dir" / layer_id
+        return path
 
     async def status(self) -> Sequence[tuple[str, str]]:
         return []
 
     async def create(self, layer_id: str, parent: str | None, read_write: bool = False) -> None:
-        path = self._dir(layer_id)
+        path = self._own_dir(layer_id)
         if parent and not self._dir(parent).is_dir():
             raise StorageError(f"vfs: parent layer {parent} does not exist")
         try:
@@ -74,13 +85,13 @@ class VfsDriver:
             )
 
     async def remove(self, layer_id: str) -> None:
-        path = self._dir(layer_id)
+        path = self._own_dir(layer_id)
         await asyncio.to_thread(shutil.rmtree, path, True)
         if path.exists():
             raise StorageError(f"vfs: could not remove layer {layer_id} ({path})")
 
     async def exists(self, layer_id: str) -> bool:
-        return self._dir(layer_id).is_dir()
+        return self._own_dir(layer_id).is_dir()
 
     async def layers(self) -> Sequence[str]:
         return [e.name for e in os.scandir(self.home / "dir") if len(e.name) == 64 and e.is_dir()]
@@ -96,7 +107,7 @@ class VfsDriver:
 
     async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> ApplyResult:
         policy = ApplyPolicy(WhiteoutFormat.NONE, allow_devices=os.geteuid() == 0)
-        return await asyncio.to_thread(apply_tar, self._dir(layer_id), diff, policy)
+        return await asyncio.to_thread(apply_tar, self._own_dir(layer_id), diff, policy)
 
     async def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
         base = self._dir(parent) if parent else None

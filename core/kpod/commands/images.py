@@ -79,7 +79,12 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
     store = await ctx.store()
     images = await _keep(store, await store.images(), filters)
     images.sort(key=lambda i: parse_time(i.created), reverse=True)
-    rows = image_rows(images, await store.layers(), no_trunc=args.no_trunc)
+    shared = {}
+    for image in images if store.image_stores else ():
+        where = await store.image_store_of(image.id)
+        if where != store.root:
+            shared[image.id] = str(where)
+    rows = image_rows(images, await store.layers(), no_trunc=args.no_trunc, stores=shared)
     if args.quiet:
         seen: list[str] = []
         for row in rows:
@@ -92,5 +97,7 @@ async def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.digests:
         columns.append(("DIGEST", "Digest"))
     columns += [("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size")]
+    if store.image_stores:  # which store an image lives in: "local" or a read-only one
+        columns.append(("STORE", "Store"))
     print_rows(rows, columns, fmt=args.format, heading=not args.noheading)
     return 0
