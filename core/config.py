@@ -211,6 +211,11 @@ class RuntimeConfig(_Table):
     seccomp_profile: AbsPath = Field(
         "", description="Seccomp profile (JSON) for RuntimeDefault; empty: crio's built-in one."
     )
+    seccomp_use_default_when_empty: bool = Field(
+        True,
+        description="A container whose request names no seccomp profile gets RuntimeDefault "
+        "(as CRI-O since 2022); false: it runs unconfined, as the CRI text says.",
+    )
     default_capabilities: list[str] = Field(
         default_factory=lambda: list(_DEFAULT_CAPABILITIES),
         description="Capabilities a container gets unless its security context changes them.",
@@ -229,7 +234,11 @@ class RuntimeConfig(_Table):
         -1, ge=-1, description="Bytes after which conmon truncates a container log; -1: no limit."
     )
     ctr_stop_timeout: int = Field(
-        30, ge=0, description="Least time in seconds a StopContainer waits before SIGKILL."
+        30,
+        ge=1,
+        description="Seconds a StopContainer waits for the container's exit once it has sent "
+        "SIGKILL, before it fails (CRI-O's meaning; the grace period before SIGKILL is the "
+        "request's timeout). CRI-O raises values under 30 to 30; crio takes them as given.",
     )
     container_exits_dir: AbsPath = Field(
         "/run/crio/exits", description="Where conmon writes each container's exit code."
@@ -331,7 +340,11 @@ class ImageConfig(_Table):
         description="Image of the infra container, used only when drop_infra_ctr is false.",
     )
     pause_command: str = Field("/pause", description="Command of the infra container.")
-    pause_image_auth_file: AbsPath = Field("", description="Credentials for pulling pause_image.")
+    pause_image_auth_file: AbsPath = Field(
+        "",
+        description="auth.json (or a kubelet config.json) with the credentials for pulling "
+        "pause_image; when set it is used for that pull instead of global_auth_file.",
+    )
     global_auth_file: AbsPath = Field(
         "", description="auth.json with registry credentials used for every pull."
     )

@@ -168,6 +168,7 @@ def _spec_defaults(config: Config) -> SpecDefaults:
         ulimits=tuple(rt.default_ulimits),
         pids_limit=rt.pids_limit,
         seccomp_profile=rt.seccomp_profile,
+        seccomp_default_when_empty=rt.seccomp_use_default_when_empty,
     )
 
 

@@ -110,8 +110,9 @@ class SecurityContext:
     """CRI ``LinuxContainerSecurityContext``.
 
     ``seccomp`` None means the request named no profile: crio then applies
-    RuntimeDefault (a secure default, as ``seccomp_use_default_when_empty``
-    does in CRI-O).
+    RuntimeDefault, unless ``seccomp_use_default_when_empty`` is false
+    (:attr:`SpecDefaults.seccomp_default_when_empty`): then it runs unconfined,
+    as the CRI text says.
     """
 
     capabilities: Capabilities = field(default_factory=Capabilities)
@@ -232,6 +233,8 @@ class SpecDefaults:
     pids_limit: int = 0
     #: Path of a JSON profile for RuntimeDefault; empty: crio's built-in one.
     seccomp_profile: str = ""
+    #: A container whose request names no seccomp profile gets RuntimeDefault (else none).
+    seccomp_default_when_empty: bool = True
     #: The lowest oom_score_adj crio may give (its own: lowering needs CAP_SYS_RESOURCE).
     min_oom_score_adj: int = 0
     #: Whether the host runs the unified cgroup v2 hierarchy only.

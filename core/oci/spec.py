@@ -179,6 +179,8 @@ def _seccomp(
 ) -> dict[str, Any] | None:
     profile = request.security.seccomp
     field_name = "linux.security_context.seccomp"
+    if profile is None and not defaults.seccomp_default_when_empty:
+        return None  # the CRI text: no profile named means unconfined
     if profile is None or profile.profile_type is ProfileType.RUNTIME_DEFAULT:
         if defaults.seccomp_profile:
             return _load_profile(defaults.seccomp_profile, "crio.runtime.seccomp_profile")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
 
@@ -41,13 +42,18 @@ def credentials(auth: api.AuthConfig) -> Credentials | None:
     return creds or None
 
 
-async def pull_image(deps: Deps, req: api.PullImageRequest) -> api.PullImageResponse:
+async def pull_image(
+    deps: Deps, req: api.PullImageRequest, *, auth_files: tuple[str, ...] | None = None
+) -> api.PullImageResponse:
+    """:param auth_files: in place of ``global_auth_file`` (the pause image's own file)."""
     image = req.image.image
     if not image:
         raise InvalidRequestError("PullImage: image.image is empty")
     store = store_of(deps, "PullImage")
     creds = credentials(req.auth)
     conf = await settings(deps)
+    if auth_files is not None:
+        conf = dataclasses.replace(conf, auth_files=auth_files)
     storage = deps.plugins.image_transport("containers-storage")
     if storage is None:
         raise InvalidRequestError("PullImage: no plugin provides the containers-storage transport")

@@ -205,7 +205,10 @@ async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRec
         log.info("pulling the pause image %s", image.pause_image)
         from crio.server.image_pull import pull_image  # the pull machinery, on first need
 
-        await pull_image(deps, api.PullImageRequest(image=api.ImageSpec(image=image.pause_image)))
+        # pause_image_auth_file, when set, stands in for global_auth_file (as in CRI-O).
+        auth = (image.pause_image_auth_file,) if image.pause_image_auth_file else None
+        request = api.PullImageRequest(image=api.ImageSpec(image=image.pause_image))
+        await pull_image(deps, request, auth_files=auth)
     infra_id = new_id()
     request = ContainerRequest(
         name="POD",

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crio.errors import ConfigError
 from crio.plugins import hookimpl
 from crio_plugins.runtime_clear.options import VMOptions, parse_options
 
@@ -28,7 +29,15 @@ __all__ = ["ClearRuntime", "VMOptions", "crio_add_commands", "crio_runtime"]
 def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> ClearRuntime | None:
     if handler.runtime_type != "vm":
         return None
-    options = parse_options(handler_name, handler.options, handler.runtime_path)
+    for key in ("monitor_path", "monitor_env"):
+        if getattr(handler, key):
+            raise ConfigError(
+                "runtime_type 'vm' has no monitor (the VM's agent keeps the containers)",
+                key=f"crio.runtime.runtimes.{handler_name}.{key}",
+            )
+    options = parse_options(
+        handler_name, handler.options, handler.runtime_path, handler.runtime_config_path
+    )
     # The VM runtime (qemu harness, agent client) loads only on nodes with a vm handler.
     from crio_plugins.runtime_clear.runtime import ClearRuntime
 

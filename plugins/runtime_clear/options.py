@@ -16,10 +16,15 @@
     kernel_args = []          # extra guest kernel parameters
 
 ``runtime_path`` names the qemu binary as well (``qemu`` wins when both are set).
+``runtime_config_path`` names a TOML file with the same keys at its top level
+(as Kata's configuration.toml holds a VM's settings); keys in the handler
+table win over the file's. A vm handler has no monitor: ``monitor_path`` and
+``monitor_env`` are refused.
 """
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,20 +81,41 @@ def _check(name: str, value: Any) -> str | None:
     )
 
 
-def parse_options(
-    handler_name: str, options: Mapping[str, Any], runtime_path: str = ""
-) -> VMOptions:
-    """Validate a handler table's extra keys.
+def _config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("file does not exist", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=path) from None
 
-    :raises ConfigError: with ``key="crio.runtime.runtimes.NAME.KEY"`` for the
-        first unknown key or bad value.
+
+def parse_options(
+    handler_name: str,
+    options: Mapping[str, Any],
+    runtime_path: str = "",
+    config_path: str = "",
+) -> VMOptions:
+    """Validate a handler table's extra keys, over those of its ``runtime_config_path``.
+
+    :raises ConfigError: with ``key="crio.runtime.runtimes.NAME.KEY"`` (and the
+        file, for a key of the configuration file) for the first unknown key or
+        bad value.
     """
     values: dict[str, Any] = {}
     if runtime_path:
         values["qemu"] = runtime_path
-    for name in sorted(options):
-        problem = _check(name, options[name])
-        if problem:
-            raise ConfigError(problem, key=f"crio.runtime.runtimes.{handler_name}.{name}")
-        values[name] = tuple(options[name]) if name == "kernel_args" else options[name]
+    sources = [(config_path, _config_file(config_path))] if config_path else []
+    sources.append(("", dict(options)))
+    for file, table in sources:
+        for name in sorted(table):
+            problem = _check(name, table[name])
+            if problem:
+                raise ConfigError(
+                    problem, file=file or None, key=f"crio.runtime.runtimes.{handler_name}.{name}"
+                )
+            values[name] = tuple(table[name]) if name == "kernel_args" else table[name]
     return VMOptions(**values)

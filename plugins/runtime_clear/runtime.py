@@ -88,6 +88,8 @@ class ClearRuntime:
         self.options = options
         self.vm_root = Path(handler.runtime_root or f"/run/crio/vm/{handler_name}")
         self.namespaces_dir = Path(config.crio.runtime.namespaces_dir)
+        #: Seconds a stop waits for the exit once it has sent SIGKILL (ctr_stop_timeout).
+        self.stop_timeout = float(config.crio.runtime.ctr_stop_timeout)
         self.assets_dir = assets.assets_dir(config.crio.root)
         self.kernel = Path(options.kernel) if options.kernel else None
         self.initrd = Path(options.initrd) if options.initrd else None
@@ -430,10 +432,11 @@ class ClearRuntime:
                 return
         await self._kill(ctr, signal.SIGKILL)
         try:
-            await asyncio.wait_for(ctr.exited.wait(), KILL_GRACE)
+            await asyncio.wait_for(ctr.exited.wait(), self.stop_timeout)
         except TimeoutError:
             raise OCIRuntimeError(
-                f"container {container_id}: no exit {KILL_GRACE:g}s after SIGKILL"
+                f"container {container_id}: no exit {self.stop_timeout:g}s after SIGKILL "
+                "(crio.runtime.ctr_stop_timeout)"
             ) from None
 
     async def remove_container(self, container_id: str) -> None:

@@ -60,7 +60,7 @@ __all__ = ["ConmonPaths", "RuncRuntime"]
 
 log = logging.getLogger("crio.runtime.runc")
 
-#: How long to wait for conmon's exit file once the process is known to be dead.
+#: How long removal waits for conmon to end (and finish its exit file).
 EXIT_FILE_GRACE = 10.0
 #: Exit code reported when a container's exit was never recorded (as CRI-O does).
 LOST_EXIT_CODE = 255
@@ -97,6 +97,7 @@ class RuncRuntime:
         namespaces_dir: str,
         bundle_root: str = "",
         reserved: frozenset[str] = frozenset(),
+        stop_timeout: float = 30.0,
     ) -> None:
         self.handler_name = handler_name
         self.runtime_path = runtime_path
@@ -108,6 +109,8 @@ class RuncRuntime:
         self.bundle_root = bundle_root
         self.reserved = reserved
         self._foreign: set[str] = set()
+        #: Seconds a stop waits for the exit once it has sent SIGKILL.
+        self.stop_timeout = stop_timeout
         self.hierarchies = Hierarchies({}, "")
         self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies)
         self.version = ""
@@ -122,6 +125,11 @@ class RuncRuntime:
             raise ConfigError(
                 "unknown key for runtime_type 'oci'",
                 key=f"crio.runtime.runtimes.{name}.{key}",
+            )
+        if handler.runtime_config_path:
+            raise ConfigError(
+                "runtime_type 'oci' takes no configuration file (runc and crun read none)",
+                key=f"crio.runtime.runtimes.{name}.runtime_config_path",
             )
         rt = config.crio.runtime
         path = handler.runtime_path or shutil.which(name) or name
@@ -144,6 +152,7 @@ class RuncRuntime:
             rt.namespaces_dir,
             bundle_root=config.crio.runroot,
             reserved=configured_paths(config),
+            stop_timeout=float(rt.ctr_stop_timeout),
         )
 
     # -- life of the handler ------------------------------------------------
@@ -441,13 +450,13 @@ class RuncRuntime:
         self._signal(ctr, signal.SIGKILL, everything=True)
         await self._thaw(ctr)
         try:
-            await asyncio.wait_for(ctr.exited.wait(), EXIT_FILE_GRACE)
+            # ctr_stop_timeout, as CRI-O: how long the stop may wait for the exit now.
+            await asyncio.wait_for(ctr.exited.wait(), self.stop_timeout)
         except TimeoutError:
+            waited = f"{self.stop_timeout:g}s after SIGKILL (crio.runtime.ctr_stop_timeout)"
             if running(ctr.pid, ctr.pid_start):
-                raise OCIRuntimeError(
-                    f"container {container_id}: still running {EXIT_FILE_GRACE:g}s after SIGKILL"
-                ) from None
-            self._lost(ctr, "conmon wrote no exit code; the process is gone", "Error")
+                raise OCIRuntimeError(f"container {container_id}: still running {waited}") from None
+            self._lost(ctr, f"conmon wrote no exit code {waited}; the process is gone", "Error")
 
     async def remove_container(self, container_id: str) -> None:
         ctr = self._containers.get(container_id)

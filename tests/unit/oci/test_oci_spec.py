@@ -301,6 +301,16 @@ def test_seccomp_profiles(rootfs: Path, tmp_path: Path) -> None:
         spec(rootfs, security=local)
 
 
+def test_seccomp_use_default_when_empty(rootfs: Path) -> None:
+    strict = SpecDefaults(seccomp_default_when_empty=False)
+    # No profile named: RuntimeDefault by default, unconfined when the key is false.
+    assert spec(rootfs)["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert "seccomp" not in spec(rootfs, defaults=strict)["linux"]
+    # A profile named explicitly is applied either way.
+    named = SecurityContext(seccomp=SecurityProfile(ProfileType.RUNTIME_DEFAULT))
+    assert "seccomp" in spec(rootfs, defaults=strict, security=named)["linux"]
+
+
 def test_privileged(rootfs: Path) -> None:
     with pytest.raises(InvalidRequestError, match="privileged: the container is privileged"):
         spec(rootfs, security=SecurityContext(privileged=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,4 +83,41 @@ def test_kernel_without_initrd_is_refused_naming_the_missing_key() -> None:
     with pytest.raises(
         ConfigError, match=r"runtimes\.clear\.initrd: kernel and initrd go together"
     ):
+        plugins.runtime("clear", handler, config.Config())
+
+
+def test_runtime_config_path_holds_the_vm_keys_and_the_table_wins(tmp_path: Path) -> None:
+    conf = tmp_path / "vm.toml"
+    conf.write_text('memory = 1024\nvcpus = 2\nkernel_args = ["quiet"]\n')
+    got = parse_options("clear", {"vcpus": 4}, config_path=str(conf))
+    assert (got.memory, got.vcpus, got.kernel_args) == (1024, 4, ("quiet",))
+    conf.write_text("memory = 64\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_options("clear", {}, config_path=str(conf))
+    assert caught.value.file == str(conf)
+    assert caught.value.key == "crio.runtime.runtimes.clear.memory"
+    with pytest.raises(ConfigError, match="file does not exist"):
+        parse_options("clear", {}, config_path=str(tmp_path / "missing.toml"))
+    conf.write_text("memory = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_options("clear", {}, config_path=str(conf))
+
+
+def test_the_hook_reads_runtime_config_path(tmp_path: Path) -> None:
+    conf = tmp_path / "vm.toml"
+    conf.write_text("memory = 384\n")
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(runtime_type="vm", accel="tcg", runtime_config_path=str(conf))  # type: ignore[call-arg]
+    runtime = plugins.runtime("clear", handler, config.Config())
+    assert runtime.options.memory == 384  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("key", "value"), [("monitor_path", "/usr/bin/conmon"),
+                                            ("monitor_env", ["A=1"])])  # fmt: skip
+def test_a_vm_handler_refuses_monitor_keys(key: str, value: Any) -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(runtime_type="vm", accel="tcg", **{key: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=rf"runtimes\.clear\.{key}: runtime_type 'vm' has no"):
         plugins.runtime("clear", handler, config.Config())

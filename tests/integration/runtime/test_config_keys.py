@@ -1,0 +1,51 @@
+"""Configuration keys seen from real containers: each one changes what it says it changes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from crio.api import api_pb2 as api
+from support.chaos_env import conmons_of
+from support.cri import container_config
+from support.node import HANDLERS
+
+
+def _status_field(node: Any, cid: str, name: str) -> str:
+    text = node.cri.exec(cid, ["cat", "/proc/self/status"]).stdout.decode()
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith(f"{name}:"))  # fmt: skip
+
+
+def test_ctr_stop_timeout_bounds_the_wait_for_the_exit_after_sigkill(make_node: Any) -> None:
+    node = make_node({"crio.runtime": {"ctr_stop_timeout": 2}})
+    for handler in HANDLERS:
+        pod_id = node.cri.run_pod(node.pod(), runtime_handler=handler)
+        cid = node.cri.create(pod_id, container_config("c"), start=True)
+        monitor = dict(conmons_of(node.base))[cid]
+        # A stopped conmon reaps nothing and writes no exit file: the stop must give up
+        # after ctr_stop_timeout and record the exit without a code.
+        os.kill(monitor, signal.SIGSTOP)
+        try:
+            node.cri.stop(cid, timeout=0)
+        finally:
+            os.kill(monitor, signal.SIGCONT)
+        status = node.cri.status(cid)
+        assert (status.state, status.reason) == (api.CONTAINER_EXITED, "Error")
+        assert "2s after SIGKILL (crio.runtime.ctr_stop_timeout)" in status.message, status
+
+
+def test_seccomp_use_default_when_empty(make_node: Any) -> None:
+    """True (the default): no profile named is RuntimeDefault; false: unconfined (CRI's text)."""
+    named = api.LinuxContainerSecurityContext(
+        seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.RuntimeDefault)
+    )
+    for use_default, mode in ((True, "2"), (False, "0")):
+        node = make_node({"crio.runtime": {"seccomp_use_default_when_empty": use_default}})
+        for handler in HANDLERS:
+            pod_id = node.cri.run_pod(node.pod(), runtime_handler=handler)
+            cid = node.cri.create(pod_id, container_config("c"), start=True)
+            assert _status_field(node, cid, "Seccomp") == mode, (handler, use_default)
+            cid = node.cri.create(pod_id, container_config("named", security=named), start=True)
+            assert _status_field(node, cid, "Seccomp") == "2", (handler, use_default)
