@@ -28,14 +28,13 @@ __all__ = ["EXIT_CODES", "exit_code", "main"]
 #: Exit status per error class, most specific first, as the Docker CLI and
 #: podman use them: 125 when kpod itself failed (its command line, its
 #: configuration, its plugins, a component it needs), 1 for an error in the
-#: named object (no such container, wrong state, the runtime refused).
+#: named object (no such container, wrong state, the runtime or a registry refused).
 #: ``wait``, ``exec`` and ``start -a`` return the container's own code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UsageError, 125),
     (errors.ConfigError, 125),
     (errors.PluginError, 125),
     (errors.UnavailableError, 125),
-    (errors.PermissionDeniedError, 125),
     (errors.CrioError, 1),
 )
 #: Anything else is a failure of kpod itself.

@@ -99,12 +99,12 @@ def test_pull_prints_lines_or_bars(
     assert quiet.stderr == "" and quiet.stdout.strip() == pushed.image.config_digest[7:]
     images = kpod("images", "--format", "{{.Repository}}:{{.Tag}}")
     assert f"{pushed.repository}:v1" in images.stdout
-    # On a terminal: bars redrawn in place, with sizes and speed.
+    # stdout on a terminal: bars redrawn in place, with sizes and speed.
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
         kpod.args("pull", f"{shapes['zstd'].repository}:v1"),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=secondary,
         stderr=secondary,
         env=kpod.env,
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -10,7 +14,7 @@ import pytest
 
 from crio.api import api_pb2 as api
 from support.cri import container_config, wait_until
-from support.kpod import kpod, run_kpod
+from support.kpod import KPOD, kpod, run_kpod
 from support.node import Node
 
 LONG = 20000  # longer than conmon's buffer: the log holds it as partial (P) records
@@ -19,6 +23,24 @@ TALK = [
     "-c",
     f"head -c {LONG} /dev/zero | tr '\\0' a; echo; echo oops >&2; echo last; exec sleep 3600",
 ]
+
+
+def _on_terminal(node: Node, *args: str) -> tuple[int, bytes]:
+    """Run kpod with stdin and stdout on a pty; (exit status, what the terminal showed)."""
+    main, child = pty.openpty()
+    base = ["--config", str(node.crio.config), "--config-dir", str(node.crio.base)]
+    try:
+        proc = subprocess.run(
+            [KPOD, *base, *args], stdin=child, stdout=child, stderr=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(child)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once drained
+        while data := os.read(main, 65536):
+            shown += data
+    os.close(main)
+    return proc.returncode, shown
 
 
 def _state(node: Node, cid: str) -> int:
@@ -55,6 +77,8 @@ def test_logs_exec_stats_pause_kill_wait(node: Node) -> None:
         "echo $FOO; pwd; id -u; id -g; exit 7",
     )
     assert (shown.returncode, shown.stdout.split()) == (7, ["bar", "/tmp", "1000", "1001"])
+    on_tty = _on_terminal(node, "exec", "-t", talker, "sh", "-c", "tty; exit 3")
+    assert on_tty[0] == 3 and b"/dev/pts/" in on_tty[1], on_tty
     echoed = run_kpod(node.crio, "exec", "-i", talker, "cat", input=b"hello through stdin")
     assert (echoed.returncode, echoed.stdout) == (0, "hello through stdin")
     assert kpod(node.crio, "exec", "-u", "nobody-here", talker, "true").returncode == 125
