@@ -53,6 +53,7 @@ from crio_plugins.runtime_runc._container import (
 )
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
 from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
+from crio_plugins.runtime_runc.control import RuncProcessControl
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
 
@@ -85,7 +86,7 @@ def _conmon_log_level() -> str:
     return "info" if level <= logging.INFO else "warn" if level <= logging.WARNING else "error"
 
 
-class RuncRuntime:
+class RuncRuntime(RuncProcessControl):
     """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "oci"."""
 
     def __init__(
@@ -599,58 +600,6 @@ class RuncRuntime:
         ctr = self._running(container_id)
         return await exec_session.exec_in_container(
             self.runtime_path, self.runtime_root, container_id, command, io, process=ctr.process
-        )
-
-    # -- ProcessControl (kpod kill, pause, unpause, exec with settings) ---------
-
-    def _unpaused(self, container_id: str) -> RuncContainer:
-        ctr = self._running(container_id)
-        if self.hierarchies.frozen(ctr.cgroups_path):
-            raise WrongStateError(f"container {container_id} is paused; unpause it first")
-        return ctr
-
-    async def kill_container(self, container_id: str, signum: int) -> None:
-        self._signal(self._unpaused(container_id), signum, everything=False)
-
-    async def pause_container(self, container_id: str) -> None:
-        self._unpaused(container_id)
-        await self._freezer("pause", container_id)
-
-    async def resume_container(self, container_id: str) -> None:
-        ctr = self._running(container_id)
-        if not self.hierarchies.frozen(ctr.cgroups_path):
-            raise WrongStateError(f"container {container_id} is not paused")
-        await self._freezer("resume", container_id)
-
-    async def _freezer(self, verb: str, container_id: str) -> None:
-        rc, out, err = await self._run(verb, container_id)
-        if rc != 0:
-            raise OCIRuntimeError(
-                f"container {container_id}: {self.handler_name} {verb} failed: "
-                f"{(err or out).strip() or f'exit status {rc}'}"
-            )
-
-    async def _thaw(self, ctr: RuncContainer) -> None:
-        if self.hierarchies.frozen(ctr.cgroups_path):
-            rc, out, err = await self._run("resume", ctr.container_id)
-            if rc != 0:
-                log.warning("container %s: resume failed: %s", ctr.container_id, err or out)
-
-    async def exec_process(
-        self,
-        container_id: str,
-        command: Sequence[str],
-        io: StreamIO,
-        process: Mapping[str, Any],
-    ) -> int:
-        ctr = self._unpaused(container_id)
-        return await exec_session.exec_in_container(
-            self.runtime_path,
-            self.runtime_root,
-            container_id,
-            command,
-            io,
-            process={**ctr.process, **process},
         )
 
     async def attach(self, container_id: str, io: StreamIO) -> None:
