@@ -10,7 +10,10 @@ Verification is not optional:
 * every layer is decompressed while it streams and its uncompressed digest
   must equal the config's ``rootfs.diff_ids`` entry. A destination that
   decompresses anyway (the layer store) may say ``verifies_diff_ids = True``
-  and check that digest itself, so the bytes are inflated once, not twice.
+  and check that digest itself, so the bytes are inflated once, not twice;
+  with ``verifies_blob_digests = True`` as well it also checks the blob's
+  sha256 digest and size, and the engine hands it the bytes untouched as
+  they arrive (it still stops a blob that runs past its size).
 
 A mismatch raises :class:`~crio.image.digest.DigestMismatchError` naming the
 blob, from inside the stream the destination consumes, so the destination
@@ -171,15 +174,53 @@ class _Copy:
     async def _stream(
         self, info: BlobInfo, mode: LayerCompression, what: str
     ) -> AsyncIterator[bytes]:
+        """The blob's bytes for the destination, checked on the way.
+
+        Holds one of ``max_parallel`` transfer slots while the bytes move
+        (not while the destination waits before or after them, for example
+        for a layer's parent: that never blocks another blob's transfer).
+        """
         delegated = (
             mode is LayerCompression.PRESERVE
             and bool(info.diff_id)
             and getattr(self.dest, "verifies_diff_ids", False)
         )
+        async with self.sem:
+            self._progress("start", info)
+            if (
+                delegated
+                and info.digest.startswith("sha256:")
+                and getattr(self.dest, "verifies_blob_digests", False)
+            ):
+                chunks = self._passthrough(info, what)
+            else:
+                chunks = self._checked(info, mode, what, delegated)
+            async for chunk in chunks:
+                yield chunk
+
+    async def _passthrough(self, info: BlobInfo, what: str) -> AsyncIterator[bytes]:
+        """The bytes as they arrive: the destination hashes and inflates them itself."""
+        done = 0
+        step = _BATCH
+        async for chunk in self.source.blob(info):
+            done += len(chunk)
+            if 0 <= info.size < done:
+                raise DigestMismatchError(f"{what}: more than the {info.size} bytes expected")
+            if done >= step:
+                self._progress("advance", info, done)
+                step = done + _BATCH
+            yield chunk
+        if info.index >= 0:
+            self.diff_ids[info.index] = info.diff_id
+        self._progress("done", info, done)
+
+    async def _checked(
+        self, info: BlobInfo, mode: LayerCompression, what: str, delegated: bool
+    ) -> AsyncIterator[bytes]:
+        """Hash (and inflate or compress, as ``mode`` says) in worker threads, a MiB at a time."""
         state = _LayerState(info, mode, what, decompress=not delegated)
         batch: list[bytes] = []
         pending = 0
-        self._progress("start", info)
         async for chunk in self.source.blob(info):
             batch.append(chunk)
             pending += len(chunk)
@@ -228,11 +269,12 @@ class _Copy:
             if info.diff_id:
                 self.diff_ids[info.index] = info.diff_id
             return present
-        async with self.sem:
-            what = self._what(info, count)
-            return await self.dest.put_blob(
-                info, self._stream(info, self.dest.layer_compression, what)
-            )
+        what = self._what(info, count)
+        stream = self._stream(info, self.dest.layer_compression, what)
+        try:
+            return await self.dest.put_blob(info, stream)
+        finally:
+            await stream.aclose()  # frees its transfer slot if the destination stopped early
 
     async def copy_layers(self, layers: Sequence[BlobInfo]) -> list[BlobInfo]:
         try:

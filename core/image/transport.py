@@ -122,6 +122,8 @@ class ImageDestination(Protocol):
     # Optional: ``verifies_diff_ids = True`` says the destination checks each
     # layer's uncompressed digest against BlobInfo.diff_id itself (raising
     # DigestMismatchError naming the blob), so the engine need not inflate it.
+    # ``verifies_blob_digests = True`` (with the former) says it also checks a
+    # sha256 blob digest and the size, so the engine passes the bytes through.
 
     async def has_blob(self, info: BlobInfo) -> BlobInfo | None:
         """The blob as already stored (to skip the copy), or None."""

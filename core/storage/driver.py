@@ -78,6 +78,15 @@ class GraphDriver(Protocol):
         home: the driver's directory, ``ROOT/NAME``.
         whiteout_format: how the driver's layer directories record deletions;
             :func:`crio.storage.apply_tar` needs it.
+        parallel_apply: optional, False when absent. True says that
+            :meth:`create` needs only the parent layer to exist in the driver
+            (not its content) and that :meth:`apply_diff` writes the layer's
+            own diff without reading its parent's files, as overlay does
+            (each layer's diff is a directory of its own). Core then applies
+            the layers of one image at the same time, creating and recording
+            them in parent order. Drivers that build a layer from its parent's
+            content (vfs copies it, btrfs and devicemapper snapshot it) leave
+            it False and get their layers one after another.
     """
 
     name: str

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gzip
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from crio.errors import (
-    AlreadyExistsError,
-    InvalidRequestError,
     NotFoundError,
     StorageError,
     UnsupportedError,
@@ -24,12 +21,12 @@ from crio.errors import (
 from crio.storage import _recordops as ops
 from crio.storage._catalog import DeletedImage, _Catalog
 from crio.storage._files import LockFile, atomic_write
+from crio.storage._layerwrite import Blob, _LayerWriter
 from crio.storage._recordfile import RecordFile
-from crio.storage._streams import AsyncBridge, LayerReader
 from crio.storage.driver import Change, GraphDriver
 from crio.storage.imagestores import ImageStore, image_store_paths
 from crio.storage.mount import is_mountpoint
-from crio.storage.records import Container, Image, Layer, now
+from crio.storage.records import Container, Image, Layer
 from crio.storage.tarsplit import assemble
 
 if TYPE_CHECKING:
@@ -38,9 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["Blob", "DeletedImage", "Store", "select_driver"]
 
 log = logging.getLogger("crio.storage")
-
-#: What :meth:`Store.put_layer` reads a layer blob from.
-Blob = bytes | Path | IO[bytes] | AsyncIterable[bytes]
 
 #: Tried in this order when ``storage_driver`` is empty.
 DEFAULT_DRIVERS = ("overlay", "vfs")
@@ -101,7 +95,7 @@ def drivers_in_use(root: Path) -> list[str]:
     ]
 
 
-class Store(_Catalog):
+class Store(_LayerWriter, _Catalog):
     """One open store: ``root`` and ``runroot`` with one graph driver.
 
     Safe to use from one event loop, alongside other processes (crio, kpod,
@@ -306,149 +300,6 @@ class Store(_Catalog):
             if (layer.parent or None) == (parent or None):
                 return layer
         return None
-
-    async def put_layer(
-        self,
-        blob: Blob,
-        *,
-        parent: str | None = None,
-        layer_id: str | None = None,
-        diff_digest: str | None = None,
-        compressed_digest: str | None = None,
-        names: Sequence[str] = (),
-    ) -> Layer:
-        """Apply a layer blob (plain, gzip or zstd tar) on top of ``parent``.
-
-        :param diff_digest: the expected uncompressed digest (the config's
-            ``diff_ids`` entry); verified, and it fixes the id as containers/image
-            does (:func:`~crio.storage._recordops.layer_id_for`), so a layer
-            already present is returned without reading ``blob``.
-        :param compressed_digest: the expected blob digest; verified.
-        :returns: the complete layer, with diff and compressed digests and sizes.
-        :raises InvalidRequestError: a digest does not match or the tar is refused
-            (:class:`~crio.storage.HostileLayerError` names the member).
-
-        While the tar is applied, the layer exists only in the driver, under a
-        lock file in ``RUNROOT/DRIVER-layers/incomplete``; it enters
-        ``layers.json`` only once complete. A writer killed meanwhile leaves
-        nothing visible, and the next :meth:`open` removes its files.
-        """
-        if layer_id is None:
-            layer_id = ops.layer_id_for(parent, diff_digest) if diff_digest else ops.random_id()
-        marker = LockFile.at(self.incomplete_dir / f"{layer_id}.lock")
-        await marker.acquire()
-        try:
-            async with self._locked(layers=True):
-                layers = self._layers.read()
-                existing = next((x for x in layers if x.id == layer_id), None)
-                if existing is not None:
-                    if diff_digest and existing.diff_digest not in ("", diff_digest):
-                        raise StorageError(
-                            f"layer {layer_id} exists with diff digest {existing.diff_digest}"
-                        )
-                    return existing
-                if parent and not any(x.id == parent for x in layers):
-                    raise NotFoundError(f"parent layer {parent} not found")
-                taken = {n for x in layers for n in x.names}
-                if taken & set(names):
-                    raise AlreadyExistsError(f"layer name {sorted(taken & set(names))} is in use")
-                if await self.driver.exists(layer_id):
-                    await self.driver.remove(layer_id)  # a dead writer's leftovers
-                await self.driver.create(layer_id, parent)
-            try:
-                layer = await self._apply(layer_id, parent, blob, diff_digest, compressed_digest)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.driver.remove(layer_id))
-                raise
-            return await self._record_layer(layer, names)
-        finally:
-            marker.path.unlink(missing_ok=True)
-            marker.release()
-
-    async def _apply(
-        self,
-        layer_id: str,
-        parent: str | None,
-        blob: Blob,
-        diff_digest: str | None,
-        compressed_digest: str | None,
-    ) -> tuple[Layer, bytes | None]:
-        pump: asyncio.Task[None] | None = None
-        handle: IO[bytes] | None = None
-        if isinstance(blob, bytes):
-            import io
-
-            raw: IO[bytes] = io.BytesIO(blob)
-        elif isinstance(blob, Path):
-            raw = handle = await asyncio.to_thread(open, blob, "rb")
-        elif isinstance(blob, AsyncIterable):
-            bridge = AsyncBridge()
-            pump = asyncio.ensure_future(bridge.pump(blob))
-            raw = bridge
-        else:
-            raw = blob
-        reader = LayerReader(raw)
-        try:
-            result = await self.driver.apply_diff(layer_id, parent, reader)  # type: ignore[arg-type]
-            if pump is not None:
-                await pump
-        finally:
-            if pump is not None and not pump.done():
-                bridge.stop()
-                pump.cancel()
-                with contextlib.suppress(BaseException):
-                    await pump
-            elif pump is not None and not pump.cancelled():
-                pump.exception()  # reported through the reader; mark it retrieved
-            if handle is not None:
-                handle.close()
-        if diff_digest and reader.diff_digest != diff_digest:
-            raise InvalidRequestError(
-                f"layer {layer_id}: diff digest is {reader.diff_digest}, expected {diff_digest}"
-            )
-        if compressed_digest and reader.compressed_digest != compressed_digest:
-            raise InvalidRequestError(
-                f"layer {layer_id}: blob digest is {reader.compressed_digest}, "
-                f"expected {compressed_digest}"
-            )
-        layer = Layer(
-            id=layer_id,
-            parent=parent or "",
-            created=now(),
-            compressed_digest=reader.compressed_digest,
-            compressed_size=reader.compressed_size,
-            diff_digest=reader.diff_digest,
-            diff_size=reader.diff_size,
-            compression=reader.compression,
-            uids=result.uids,
-            gids=result.gids,
-        )
-        return layer, result.tar_split
-
-    async def _record_layer(
-        self, applied: tuple[Layer, bytes | None], names: Sequence[str]
-    ) -> Layer:
-        layer, tar_split = applied
-        layer = dataclasses.replace(layer, names=tuple(names))
-        try:
-            if tar_split is not None:
-                data = await asyncio.to_thread(gzip.compress, tar_split, 1)
-                await asyncio.to_thread(atomic_write, self._tar_split_path(layer.id), data)
-            async with self._locked(layers=True):
-                layers = self._layers.read()
-                if layer.parent and not any(x.id == layer.parent for x in layers):
-                    raise NotFoundError(
-                        f"parent layer {layer.parent} was removed while applying layer {layer.id}"
-                    )
-                layers.append(layer)
-                await asyncio.to_thread(self._layers.write, layers)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.driver.remove(layer.id))
-            self._tar_split_path(layer.id).unlink(missing_ok=True)
-            raise
-        return layer
 
     async def delete_layer(self, key: str) -> None:
         """Remove a layer no image, container or other layer uses."""

@@ -82,6 +82,8 @@ class OverlayDriver:
 
     name = NAME
     whiteout_format = WhiteoutFormat.OVERLAY
+    #: create() reads only the parent's ``link`` and ``lower``; a diff goes to ``ID/diff``.
+    parallel_apply = True
 
     def __init__(self, home: Path, runroot: Path, options: Sequence[str] = ()) -> None:
         self.home = home

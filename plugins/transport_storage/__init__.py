@@ -1,10 +1,12 @@
 """The ``containers-storage:`` transport: images in crio's own store.
 
 ``containers-storage:[DRIVER@ROOT+RUNROOT]NAME`` (the bracket part is optional;
-without it the context's store is used). As a destination it applies layers
-as they arrive, in order, each on its parent: the first layer and any layer
-whose parent is already applied are applied while they stream; a layer that
-arrives early is staged to a temporary file and applied when its parent is.
+without it the context's store is used). As a destination it applies every
+layer while its bytes arrive. With a driver that keeps each layer's diff
+apart (overlay: ``Store.parallel_apply``) the layers of an image are applied
+at the same time, created and recorded in parent order. With the others
+(vfs copies the parent) a layer whose parent is not applied yet is staged
+to a temporary file and applied when its parent is.
 Nothing becomes an image before :meth:`StorageDestination.commit`, and
 :meth:`~StorageDestination.close` without commit removes the layers this copy
 created. As a source it serves the layers uncompressed (their original tar,
@@ -18,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from crio.errors import CrioError, InvalidRequestError, NotFoundError, StorageError, WrongStateError
@@ -88,8 +90,10 @@ class StorageDestination:
         mf.DOCKER_SCHEMA1,
     )
     layer_compression = LayerCompression.PRESERVE
-    #: put_layer inflates the blob and checks its digest against the diff_id.
+    #: put_layer inflates the blob and checks its digest against the diff_id,
     verifies_diff_ids = True
+    #: and checks the blob's sha256 digest too (the size: _sized below).
+    verifies_blob_digests = True
 
     def __init__(self, store: Store, owned: bool, ref: Reference | None, tmp_dir: str) -> None:
         self.store = store
@@ -98,8 +102,11 @@ class StorageDestination:
         self._tmp_dir = Path(tmp_dir) if tmp_dir else store.runroot
         self._config: bytes = b""
         self._diff_ids: list[str] = []
-        self._applied: dict[int, asyncio.Future[str]] = {}
-        self._created: list[str] = []
+        #: layer i exists in the driver (or was complete already); its id
+        self._created: dict[int, asyncio.Future[str]] = {}
+        #: layer i is in layers.json; its id
+        self._recorded: dict[int, asyncio.Future[str]] = {}
+        self._new_layers: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._staged: list[StagedBlob] = []
         self._manifest: tuple[bytes, str] | None = None
@@ -108,10 +115,24 @@ class StorageDestination:
         self._existing_lock = asyncio.Lock()
         self._committed = False
 
-    def _future(self, index: int) -> asyncio.Future[str]:
-        if index not in self._applied:
-            self._applied[index] = asyncio.get_running_loop().create_future()
-        return self._applied[index]
+    @staticmethod
+    def _future(table: dict[int, asyncio.Future[str]], index: int) -> asyncio.Future[str]:
+        if index not in table:
+            future = table[index] = asyncio.get_running_loop().create_future()
+            # A failed layer's error reaches the copy engine through put_blob;
+            # the futures only tell the layers above it.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return table[index]
+
+    def _settle(self, index: int, layer_id: str | None, exc: BaseException | None = None) -> None:
+        for table in (self._created, self._recorded):
+            future = self._future(table, index)
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            elif table is self._recorded or layer_id is not None:
+                future.set_result(layer_id)  # type: ignore[arg-type]
 
     def _chain_id(self, index: int) -> str:
         parent: str | None = None
@@ -129,25 +150,14 @@ class StorageDestination:
         layer_id = self._chain_id(info.index)
         if layer_id not in self._existing:
             return None
-        future = self._future(info.index)
-        if not future.done():
-            future.set_result(layer_id)
+        self._settle(info.index, layer_id)
         return info
 
-    async def _apply(self, info: BlobInfo, blob: object) -> str:
-        parent = await self._future(info.index - 1) if info.index > 0 else None
-        existed = (
-            self._existing is not None
-            and info.diff_id
-            and self._chain_id(info.index) in self._existing
-        )
+    @contextlib.contextmanager
+    def _blob_errors(self, info: BlobInfo) -> Iterator[None]:
+        """Report what the store refused as a bad blob, naming it."""
         try:
-            layer = await self.store.put_layer(
-                blob,  # type: ignore[arg-type]
-                parent=parent,
-                diff_digest=info.diff_id or None,
-                compressed_digest=info.digest,
-            )
+            yield
         except LayerFormatError as exc:
             # The store wraps what the blob stream raised; the copy engine's own
             # error (a digest mismatch naming the blob) is the one to report.
@@ -158,25 +168,78 @@ class StorageDestination:
                 f"layer blob {info.digest} (layer {info.index + 1}): {exc}"
             ) from None
         except InvalidRequestError as exc:
-            if "digest" not in str(exc):
+            if "digest" not in str(exc) or isinstance(exc, DigestMismatchError):
                 raise
             raise DigestMismatchError(
                 f"layer blob {info.digest} (layer {info.index + 1}): {exc}"
             ) from None
+
+    async def _sized(self, info: BlobInfo, data: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``data``, stopped as soon as it runs past the blob's size."""
+        done = 0
+        async for chunk in data:
+            done += len(chunk)
+            if 0 <= info.size < done:
+                raise DigestMismatchError(
+                    f"layer blob {info.digest} (layer {info.index + 1}): "
+                    f"more than the {info.size} bytes expected"
+                )
+            yield chunk
+
+    async def _apply(self, info: BlobInfo, blob: object) -> str:
+        """Apply a layer whose parent is recorded (one layer after another)."""
+        parent = await self._future(self._recorded, info.index - 1) if info.index > 0 else None
+        existed = (
+            self._existing is not None
+            and info.diff_id
+            and self._chain_id(info.index) in self._existing
+        )
+        with self._blob_errors(info):
+            layer = await self.store.put_layer(
+                blob,  # type: ignore[arg-type]
+                parent=parent,
+                diff_digest=info.diff_id or None,
+                compressed_digest=info.digest,
+            )
         if not existed:
-            self._created.append(layer.id)
+            self._new_layers.append(layer.id)
         return layer.id
 
     async def _apply_staged(self, info: BlobInfo, staged: StagedBlob) -> None:
-        future = self._future(info.index)
         try:
-            future.set_result(await self._apply(info, staged.path))
+            self._settle(info.index, await self._apply(info, staged.path))
         except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
+            self._settle(info.index, None, exc)
             raise
         finally:
             staged.discard()
+
+    async def _apply_parallel(self, info: BlobInfo, data: AsyncIterator[bytes]) -> None:
+        """Apply a layer while the layers below it are still being applied.
+
+        Created once its parent exists in the driver, applied at once,
+        committed once its parent is committed: ``layers.json`` only ever
+        holds complete layers, parents first.
+        """
+        index = info.index
+        parent = await self._future(self._created, index - 1) if index > 0 else None
+        pending = await self.store.start_layer(
+            parent=parent, diff_digest=info.diff_id, parent_pending=True
+        )
+        async with pending:
+            if pending.existing is not None:  # another pull stored it meanwhile
+                self._settle(index, pending.layer_id)
+                return
+            self._future(self._created, index).set_result(pending.layer_id)
+            with self._blob_errors(info):
+                await pending.apply(
+                    self._sized(info, data), diff_digest=info.diff_id, compressed_digest=info.digest
+                )
+            if index > 0:
+                await self._future(self._recorded, index - 1)
+            layer = await pending.commit()
+        self._new_layers.append(layer.id)
+        self._settle(index, layer.id)
 
     async def put_blob(self, info: BlobInfo, data: AsyncIterator[bytes]) -> BlobInfo:
         if info.index < 0:
@@ -185,16 +248,25 @@ class StorageDestination:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 self._diff_ids = list(json.loads(self._config)["rootfs"]["diff_ids"])
             return info
-        parent_ready = info.index == 0 or (
-            info.index - 1 in self._applied and self._applied[info.index - 1].done()
-        )
-        if parent_ready:
-            future = self._future(info.index)
+        self._future(self._recorded, info.index)  # commit() waits for every layer put
+        if (
+            self.store.parallel_apply
+            and info.diff_id
+            and info.index < len(self._diff_ids)
+            and self._diff_ids[info.index] == info.diff_id
+        ):
             try:
-                future.set_result(await self._apply(info, data))
+                await self._apply_parallel(info, data)
             except BaseException as exc:
-                if not future.done():
-                    future.set_exception(exc)
+                self._settle(info.index, None, exc)
+                raise
+            return info
+        recorded = self._recorded.get(info.index - 1)
+        if info.index == 0 or (recorded is not None and recorded.done()):
+            try:
+                self._settle(info.index, await self._apply(info, data))
+            except BaseException as exc:
+                self._settle(info.index, None, exc)
                 raise
             return info
         # The parent is still on its way: keep the bytes, apply them once it is in.
@@ -220,11 +292,11 @@ class StorageDestination:
             raise StorageError("commit before the manifest and config were written")
         manifest, media_type = self._manifest
         top = None
-        if self._applied:
-            for index in range(len(self._applied)):
-                if index not in self._applied:
+        if self._recorded:
+            for index in range(len(self._recorded)):
+                if index not in self._recorded:
                     raise StorageError(f"layer {index + 1} was never written")
-                top = await self._applied[index]
+                top = await self._recorded[index]
         names = [str(self.ref)] if self.ref else []
         image = await self.store.create_image(
             config=self._config,
@@ -248,7 +320,7 @@ class StorageDestination:
         for staged in self._staged:
             staged.discard()
         if not self._committed:
-            for layer_id in reversed(self._created):
+            for layer_id in reversed(self._new_layers):
                 try:
                     await self.store.delete_layer(layer_id)
                 except (WrongStateError, NotFoundError) as exc:
