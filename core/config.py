@@ -134,11 +134,26 @@ class RuntimeHandler(BaseModel):
     )
     allowed_annotations: list[str] = Field(
         default_factory=list,
-        description="Annotation prefixes pods on this handler may use to change behaviour.",
+        description="Pod annotations this handler honours: io.kubernetes.cri-o.ShmSize (the "
+        "pod's /dev/shm size), io.kubernetes.cri-o.Devices (host devices for its containers); "
+        "pods on other handlers are run as if they were absent.",
     )
     privileged_without_host_devices: bool = Field(
         False, description="Privileged containers on this handler do not see host devices."
     )
+
+    @field_validator("allowed_annotations")
+    @classmethod
+    def _known_annotations(cls, value: list[str]) -> list[str]:
+        from crio.oci.pod_annotations import KNOWN
+
+        for name in value:
+            if name not in KNOWN:
+                raise ValueError(
+                    f"crio does not implement annotation {name!r}; it can allow: "
+                    + ", ".join(sorted(KNOWN))
+                )
+        return value
 
     @field_validator("runtime_type")
     @classmethod
@@ -254,7 +269,13 @@ class RuntimeConfig(_Table):
     )
     no_pivot: bool = Field(False, description="Ask the runtime not to pivot_root (ramdisks).")
     hooks_dir: list[AbsPath] = Field(
-        default_factory=list, description="Directories of OCI hook JSON files."
+        default_factory=lambda: [
+            "/usr/share/containers/oci/hooks.d",
+            "/etc/containers/oci/hooks.d",
+        ],
+        description="Directories of OCI hook files (oci-hooks(5), version 1.0.0); a file in a "
+        "later directory masks one of the same name in an earlier one; read again when "
+        "they change. A directory that does not exist holds no hooks.",
     )
     default_env: list[str] = Field(
         default_factory=list, description="KEY=VALUE environment added to every container."

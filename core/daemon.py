@@ -28,6 +28,7 @@ from crio.metrics import Metrics, TimedNetwork
 from crio.metrics import create as create_metrics
 from crio.network import Network
 from crio.oci.container import SpecDefaults
+from crio.oci.hooks import HookDirs, HookFileError
 from crio.oci.runtime import Runtime
 from crio.plugins import Plugins
 from crio.server import HANDLERS
@@ -172,6 +173,19 @@ def _spec_defaults(config: Config) -> SpecDefaults:
     )
 
 
+def hook_dirs(config: Config) -> HookDirs:
+    """The hooks of ``hooks_dir``, read once now (blocking).
+
+    :raises ConfigError: naming the first hook file that cannot be used.
+    """
+    hooks = HookDirs(tuple(config.crio.runtime.hooks_dir))
+    try:
+        hooks.current()
+    except HookFileError as exc:
+        raise ConfigError(str(exc), key="crio.runtime.hooks_dir") from None
+    return hooks
+
+
 def _use_pidfd_child_watcher() -> None:
     """Wait for children through pidfds, not a thread per child (the 3.11 default)."""
     if sys.version_info < (3, 12):
@@ -257,6 +271,7 @@ async def serve(
     """Serve CRI until SIGTERM or SIGINT; SIGHUP calls ``reload`` and re-configures plugins."""
     tune_malloc()
     listen = Path(config.crio.api.listen)
+    hooks = await asyncio.to_thread(hook_dirs, config)  # a bad hook file stops crio here
     claim_socket(listen)
     _use_pidfd_child_watcher()
     _use_larger_executor()
@@ -267,7 +282,7 @@ async def serve(
     # The records are crio's alone while it runs (see crio.state.owner): kpod asks over CRI.
     owner = await StateOwner.take(Path(config.crio.state_dir), "crio")
     try:
-        await _serve_owned(config, plugins, metrics, listen, reload, ready)
+        await _serve_owned(config, plugins, metrics, hooks, listen, reload, ready)
     finally:
         owner.release()
 
@@ -276,6 +291,7 @@ async def _serve_owned(
     config: Config,
     plugins: Plugins,
     metrics: Metrics,
+    hooks: HookDirs,
     listen: Path,
     reload: Callable[[], Config] | None,
     ready: Callable[[], None] | None,
@@ -296,6 +312,7 @@ async def _serve_owned(
         state=parts.state,
         spec_defaults=await asyncio.to_thread(_spec_defaults, config),
         streaming=streaming,
+        hooks=hooks,
     )
     version_file = Path(config.crio.version_file)
     await asyncio.to_thread(_note_boot_or_upgrade, version_file, parts.state)

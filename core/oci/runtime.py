@@ -86,6 +86,9 @@ class SandboxSpec:
     ipc_mode: NamespaceMode = NamespaceMode.POD
     sysctls: Mapping[str, str] = field(default_factory=dict)
     privileged: bool = False
+    #: Bytes of the pod's /dev/shm (the io.kubernetes.cri-o.ShmSize annotation, where its
+    #: handler allows it); 0: the runtime's default. Only set at create.
+    shm_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

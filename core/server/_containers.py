@@ -9,13 +9,17 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from crio.errors import InvalidRequestError, NotFoundError, StorageError
+from crio.errors import InvalidRequestError, NotFoundError, StorageError, WrongStateError
 from crio.image.local import find_image
+from crio.oci import pod_annotations
 from crio.oci.container import ContainerRequest, ImageConfig, PodContext
+from crio.oci.hooks import HookDirs, HookFileError, inject, matching
 from crio.oci.runtime import ContainerSpec, NamespaceMode, PodNamespaces
 from crio.oci.spec import build_spec, parse_signal
 from crio.server._common import Undo, begin_intent, runtime_of, state_of, store_of
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CRIO_STATE_DIR_KEY",
+    "allowed_annotations",
     "delete_layer",
     "find_stored_image",
     "made_by_this_crio",
@@ -36,9 +41,35 @@ __all__ = [
     "pod_context",
 ]
 
+log = logging.getLogger("crio.server")
+
 #: The key of a store container's metadata that names the state directory of the
 #: crio that made it.
 CRIO_STATE_DIR_KEY = "crio-state-dir"
+
+
+def allowed_annotations(deps: Deps, handler: str, given: Mapping[str, str]) -> dict[str, str]:
+    """The pod's behaviour-changing annotations that its handler allows (allowed_annotations)."""
+    table = deps.config.crio.runtime.runtimes.get(handler)
+    allowed = table.allowed_annotations if table is not None else []
+    chosen = pod_annotations.honoured(given, allowed)
+    for key in set(pod_annotations.KNOWN) & set(given) - set(chosen):
+        log.debug("runtime handler %s does not allow annotation %s: not honoured", handler, key)
+    return chosen
+
+
+def _spec_with_hooks(hooks: HookDirs | None, **build: Any) -> dict[str, Any]:
+    """:func:`build_spec`, then the OCI hooks of ``hooks_dir`` that match (blocking)."""
+    spec = build_spec(**build)
+    if hooks is None:
+        return spec
+    try:
+        found = hooks.current()
+    except HookFileError as exc:
+        raise WrongStateError(f"crio.runtime.hooks_dir: {exc}") from None
+    request: ContainerRequest = build["request"]
+    args = spec.get("process", {}).get("args", [])
+    return inject(spec, matching(found, spec.get("annotations", {}), args, bool(request.mounts)))
 
 
 def made_by_this_crio(metadata: str, state_dir: str) -> bool:
@@ -184,9 +215,16 @@ async def make_container(
     if handler is not None and handler.privileged_without_host_devices:
         defaults = dataclasses.replace(defaults, privileged_without_host_devices=True)
     target_pid = await _target_pid(deps, pod, request)
+    if not infra:
+        given = pod_annotations.devices(
+            allowed_annotations(deps, pod.runtime_handler, pod.annotations)
+        )
+        if given:
+            request = dataclasses.replace(request, devices=(*request.devices, *given))
     try:
         spec = await asyncio.to_thread(
-            build_spec,
+            _spec_with_hooks,
+            deps.hooks,
             container_id=container_id,
             request=request,
             image=image_config,
@@ -232,6 +270,7 @@ async def make_container(
         tty=request.tty,
         stdin=request.stdin,
         stdin_once=request.stdin_once,
+        poststop_hooks=bool((spec.get("hooks") or {}).get("poststop")),
     )
 
 

@@ -105,11 +105,16 @@ async def remove_container_locked(deps: Deps, ctr: ContainerRecord) -> None:
     """Delete the exited container from its runtime and the store, then forget it durably.
 
     The runtime's delete and the store's unmount and layer removal touch
-    different things once the process is gone, so they run together; the
-    record goes last, so that a crash in between leaves a record to retry with.
+    different things once the process is gone, so they run together (unless
+    poststop hooks, run by the delete, need the bundle); the record goes
+    last, so that a crash in between leaves a record to retry with.
     """
+    runtime = runtime_of(deps, ctr.runtime_handler)
+    if ctr.poststop_hooks:
+        # The runtime's delete runs them: the bundle and rootfs must still be there.
+        await runtime.remove_container(ctr.container_id)
     results = await asyncio.gather(
-        runtime_of(deps, ctr.runtime_handler).remove_container(ctr.container_id),
+        asyncio.sleep(0) if ctr.poststop_hooks else runtime.remove_container(ctr.container_id),
         delete_layer(deps, ctr.container_id) if deps.store is not None else asyncio.sleep(0),
         return_exceptions=True,
     )

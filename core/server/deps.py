@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from crio.config import Config
     from crio.image.pull import Puller
     from crio.network import Network
+    from crio.oci.hooks import HookDirs
     from crio.oci.runtime import Runtime
     from crio.plugins import Plugins
     from crio.state.store import StateStore
@@ -93,3 +94,5 @@ class Deps:
     wire_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict)
     #: What crio measures about itself (records nothing unless metrics are enabled).
     metrics: Metrics = field(default_factory=Metrics)
+    #: The OCI hooks of ``hooks_dir`` (None: no hooks, in tests that build Deps directly).
+    hooks: HookDirs | None = None

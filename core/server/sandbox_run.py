@@ -13,7 +13,9 @@ from pathlib import Path
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError, UnavailableError
 from crio.network import PodNetwork
+from crio.oci import pod_annotations
 from crio.oci.container import ContainerRequest, SecurityContext
+from crio.oci.mounts import device_entries
 from crio.oci.podfiles import (
     render_hostname,
     render_hosts,
@@ -31,7 +33,12 @@ from crio.server._common import (
     sandbox_event,
     state_of,
 )
-from crio.server._containers import find_stored_image, make_container, namespaces_with_pid
+from crio.server._containers import (
+    allowed_annotations,
+    find_stored_image,
+    make_container,
+    namespaces_with_pid,
+)
 from crio.server._lifecycle import spawn_exit_watch
 from crio.server._restore import sandbox_spec
 from crio.server.deps import Deps
@@ -258,6 +265,12 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
     host_namespaces = api.NODE in (ns.network, ns.pid, ns.ipc)
     handler = choose_handler(deps, req.runtime_handler, dict(config.annotations), host_namespaces)
     runtime = runtime_of(deps, handler)
+    allowed = allowed_annotations(deps, handler, config.annotations)
+    shm_size = pod_annotations.shm_size(allowed)  # bad values: refused before anything is made
+    try:
+        device_entries(pod_annotations.devices(allowed))  # the nodes exist and are devices
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{RPC}: annotations[{pod_annotations.DEVICES}]: {exc}") from None
     state = state_of(deps)
     pod_id = new_id()
     pod = _record(deps, req, pod_id, handler)
@@ -273,7 +286,8 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
             asyncio.to_thread(lambda: _write_files(run_dir, _files(pod, config.dns_config)))
         )
         try:
-            namespaces = await runtime.create_sandbox(sandbox_spec(pod))
+            spec = dataclasses.replace(sandbox_spec(pod), shm_size=shm_size)
+            namespaces = await runtime.create_sandbox(spec)
             undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
         finally:
             await files

@@ -153,6 +153,9 @@ class ContainerRecord:
     stdin_once: bool = False
     #: The pod's infra (pause) container: hidden from ListContainers.
     infra: bool = False
+    #: Its config.json has poststop hooks: the runtime's delete (which runs them) must
+    #: come before the bundle and the rootfs go.
+    poststop_hooks: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "container", "version": RECORD_VERSION, **_encode(self)}

@@ -29,6 +29,12 @@ __all__ = ["ClearRuntime", "VMOptions", "crio_add_commands", "crio_runtime"]
 def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> ClearRuntime | None:
     if handler.runtime_type != "vm":
         return None
+    if handler.allowed_annotations:
+        raise ConfigError(
+            "runtime_type 'vm' honours none of these annotations (a pod VM has its own "
+            "/dev/shm, and host devices do not exist in it)",
+            key=f"crio.runtime.runtimes.{handler_name}.allowed_annotations",
+        )
     for key in ("monitor_path", "monitor_env"):
         if getattr(handler, key):
             raise ConfigError(

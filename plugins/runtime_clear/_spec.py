@@ -14,7 +14,8 @@ Core builds the OCI spec as if the container ran on the host. In a pod VM:
 - the guest is cgroup v2 only: containers get a cgroup namespace;
 - PID namespace paths (``/proc/PID/ns/pid`` of the infra or target
   container) already name guest PIDs, because the runtime reports guest PIDs;
-- host devices and OCI hooks do not exist in the guest: dropped.
+- host devices do not exist in the guest: dropped (so are OCI hooks, which the
+  runtime refuses before it gets here: they are host programs).
 """
 
 from __future__ import annotations

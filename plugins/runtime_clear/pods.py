@@ -92,6 +92,9 @@ class VMContainer:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     sinks: list[Sink] = field(default_factory=list)
     log_fd: int = -1
+    #: ``log_size_max``: past it the log starts over (as conmon's --log-size-max); -1: none.
+    log_size_max: int = -1
+    log_written: int = 0
 
     def save(self) -> None:
         write_json(
@@ -145,6 +148,7 @@ class VMContainer:
         self.close_log()
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self.log_fd = os.open(self.log_path, flags, 0o640)
+        self.log_written = os.fstat(self.log_fd).st_size
 
     def close_log(self) -> None:
         if self.log_fd >= 0:
@@ -154,9 +158,14 @@ class VMContainer:
     def _log(self, stream: str, data: bytes) -> None:
         if self.log_fd < 0:
             return
+        records = encode_chunk(stream, data, time.time_ns())
         try:
+            if 0 < self.log_size_max < self.log_written + len(records):
+                # What conmon does at --log-size-max: the file starts over.
+                os.ftruncate(self.log_fd, 0)
+                self.log_written = 0
             # O_APPEND writes of a few KiB: as cheap as conmon's own.
-            os.write(self.log_fd, encode_chunk(stream, data, time.time_ns()))
+            self.log_written += os.write(self.log_fd, records)
         except OSError as exc:
             log.warning("container %s: cannot write its log: %s", self.container_id, exc)
 

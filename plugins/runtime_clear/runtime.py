@@ -33,6 +33,7 @@ from crio.errors import (
     InvalidRequestError,
     NotFoundError,
     OCIRuntimeError,
+    UnsupportedError,
 )
 from crio.oci.runtime import (
     ContainerSpec,
@@ -90,6 +91,7 @@ class ClearRuntime:
         self.namespaces_dir = Path(config.crio.runtime.namespaces_dir)
         #: Seconds a stop waits for the exit once it has sent SIGKILL (ctr_stop_timeout).
         self.stop_timeout = float(config.crio.runtime.ctr_stop_timeout)
+        self.log_size_max = config.crio.runtime.log_size_max
         self.assets_dir = assets.assets_dir(config.crio.root)
         self.kernel = Path(options.kernel) if options.kernel else None
         self.initrd = Path(options.initrd) if options.initrd else None
@@ -325,6 +327,14 @@ class ClearRuntime:
         pod = self._pod(spec.pod_sandbox_id)
         vm = self._vm(pod)
         cid = spec.container_id
+        if spec.oci_spec.get("hooks"):
+            # OCI hooks are host programs run by the runtime around the container's
+            # process; the guest's runtime cannot run them. Refused, never dropped.
+            stages = ", ".join(sorted(spec.oci_spec["hooks"]))
+            raise UnsupportedError(
+                f"container {cid}: runtime handler {self.handler_name} (runtime_type 'vm') "
+                f"does not run OCI hooks, and crio.runtime.hooks_dir matched it ({stages})"
+            )
         guest_dir = f"{GUEST_SHARE}/ctr/{cid}"
         made = guest_spec(spec.oci_spec, guest_dir)
         namespaces = made.spec.get("linux", {}).get("namespaces", [])
@@ -341,6 +351,7 @@ class ClearRuntime:
             stdin_once=spec.stdin_once,
             stop_signal=spec.stop_signal,
             own_pid_ns=any(n.get("type") == "pid" and not n.get("path") for n in namespaces),
+            log_size_max=self.log_size_max,
         )
         rootfs = str(spec.oci_spec.get("root", {}).get("path", ""))
         try:
@@ -376,6 +387,7 @@ class ClearRuntime:
                 reason="Error",
                 message=f"{CONTAINER_STATE} is missing; the container is lost",
             )
+        ctr.log_size_max = self.log_size_max
         self.containers[ctr.container_id] = ctr
         pod = self.pods.get(ctr.pod_sandbox_id)
         if pod is not None and pod.alive():

@@ -150,11 +150,11 @@ def unpin(paths: NamespacePaths) -> None:
             os.unlink(path)
 
 
-def mount_shm(path: Path) -> None:
-    """A 64 MiB tmpfs for the pod's /dev/shm; blocking, call in a thread."""
+def mount_shm(path: Path, size: int = 0) -> None:
+    """A tmpfs for the pod's /dev/shm (``size`` bytes, 0: 64 MiB); blocking, call in a thread."""
     path.mkdir(parents=True, exist_ok=True)
     flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
-    _linux.mount("shm", str(path), "tmpfs", flags, f"mode=1777,size={SHM_SIZE}")
+    _linux.mount("shm", str(path), "tmpfs", flags, f"mode=1777,size={size or SHM_SIZE}")
 
 
 def unmount_shm(path: Path) -> None:

@@ -131,7 +131,7 @@ class Sandboxes:
         try:
             if "ipc" in kinds:
                 shm = spec.run_dir / "shm"
-                await asyncio.to_thread(namespaces.mount_shm, shm)
+                await asyncio.to_thread(namespaces.mount_shm, shm, spec.shm_size)
                 pod.shm = str(shm)
             await asyncio.to_thread(pod.save)
         except BaseException:

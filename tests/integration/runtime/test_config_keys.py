@@ -6,9 +6,11 @@ import os
 import signal
 from typing import Any
 
+import grpc
+
 from crio.api import api_pb2 as api
 from support.chaos_env import conmons_of
-from support.cri import container_config
+from support.cri import container_config, rpc_error
 from support.node import HANDLERS
 
 
@@ -49,3 +51,25 @@ def test_seccomp_use_default_when_empty(make_node: Any) -> None:
             assert _status_field(node, cid, "Seccomp") == mode, (handler, use_default)
             cid = node.cri.create(pod_id, container_config("named", security=named), start=True)
             assert _status_field(node, cid, "Seccomp") == "2", (handler, use_default)
+
+
+def test_allowed_annotations_are_honoured_only_by_the_handler_that_lists_them(
+    make_node: Any,
+) -> None:
+    shm, devices = "io.kubernetes.cri-o.ShmSize", "io.kubernetes.cri-o.Devices"
+    node = make_node({"crio.runtime.runtimes.runc": {"allowed_annotations": [shm, devices]}})
+    annotations = {shm: "16Mi", devices: "/dev/fuse:/dev/fuse:rw"}
+    seen = {}
+    for handler in HANDLERS:
+        pod_id = node.cri.run_pod(node.pod(annotations=annotations), runtime_handler=handler)
+        cid = node.cri.create(pod_id, container_config("c"), start=True)
+        mounts = node.cri.exec(cid, ["cat", "/proc/mounts"]).stdout.decode()
+        size = next(line for line in mounts.splitlines() if " /dev/shm " in line)
+        fuse = node.cri.exec(cid, ["ls", "/dev/fuse"]).exit_code == 0
+        seen[handler] = ("size=16384k" in size, fuse)
+    assert seen == {"runc": (True, True), "crun": (False, False)}
+    # A value the handler would honour is checked before anything is made.
+    for bad, field in (({shm: "lots"}, shm), ({devices: "/dev/nothing-here"}, devices)):
+        error = rpc_error(node.cri.run_pod, node.pod(annotations=bad), runtime_handler="runc")
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert f"annotations[{field}]" in error.details(), error.details()

@@ -121,3 +121,13 @@ def test_a_vm_handler_refuses_monitor_keys(key: str, value: Any) -> None:
     handler = RuntimeHandler(runtime_type="vm", accel="tcg", **{key: value})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=rf"runtimes\.clear\.{key}: runtime_type 'vm' has no"):
         plugins.runtime("clear", handler, config.Config())
+
+
+def test_a_vm_handler_refuses_allowed_annotations() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    handler = RuntimeHandler(  # type: ignore[call-arg]
+        runtime_type="vm", accel="tcg", allowed_annotations=["io.kubernetes.cri-o.ShmSize"]
+    )
+    with pytest.raises(ConfigError, match=r"clear\.allowed_annotations: runtime_type 'vm' honours"):
+        plugins.runtime("clear", handler, config.Config())

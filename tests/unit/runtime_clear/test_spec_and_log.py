@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +127,25 @@ def test_records_parse_back_to_the_bytes_written() -> None:
 def test_only_the_two_streams_are_allowed() -> None:
     with pytest.raises(ValueError, match="stdout or stderr"):
         encode_chunk("stdin", b"x", 0, UTC)
+
+
+def test_log_size_max_starts_the_log_over_as_conmon_does(tmp_path: Path) -> None:
+    from crio_plugins.runtime_clear.pods import VMContainer
+
+    log_path = tmp_path / "0.log"
+    ctr = VMContainer("c", "p", "c", tmp_path, tmp_path, "/g", str(log_path), log_size_max=200)
+    ctr.open_log()
+    try:
+        for _ in range(5):
+            ctr._log("stdout", b"x" * 60 + b"\n")  # ~100 bytes a record
+        # Never past the limit, and the newest records are the ones kept.
+        assert 0 < log_path.stat().st_size <= 200
+        assert log_path.read_bytes().endswith(b"x" * 60 + b"\n")
+    finally:
+        ctr.close_log()
+    unlimited = VMContainer("d", "p", "d", tmp_path, tmp_path, "/g", str(tmp_path / "1.log"))
+    unlimited.open_log()
+    for _ in range(5):
+        unlimited._log("stdout", b"x" * 60 + b"\n")
+    unlimited.close_log()
+    assert (tmp_path / "1.log").stat().st_size > 400
