@@ -26,6 +26,9 @@ InvalidRequestError for bad blobs, StorageError for damage)::
     await store.find_layer(diff_digest, parent)          # already here? skip the pull
     await store.layers_by_diff_digest(d) / layers_by_compressed_digest(d)
     await store.put_layer(blob, parent=None, diff_digest=None, compressed_digest=None)
+        # = start_layer(...) -> PendingLayer; .apply(blob, ...); .commit() or .abort().
+        # With parallel_apply (overlay), start_layer(parent_pending=True) lets a
+        # pull apply an image's layers at once, committing them parents first.
         # blob: bytes | Path | binary file | async iterator of bytes; gzip, zstd or
         # plain tar; digests verified; id = containers/image's id for
         # (parent, diff_digest), so an existing layer is returned at once
@@ -63,6 +66,7 @@ and :mod:`crio.storage.tarsplit`.
 """
 
 from crio.storage._applier import ApplyResult, apply_tar
+from crio.storage._layerwrite import PendingLayer
 from crio.storage.driver import Change, ChangeKind, GraphDriver, WhiteoutFormat
 from crio.storage.records import Container, Image, Layer
 from crio.storage.store import Blob, DeletedImage, Store, select_driver
@@ -82,6 +86,7 @@ __all__ = [
     "Image",
     "Layer",
     "LayerFormatError",
+    "PendingLayer",
     "Store",
     "WhiteoutFormat",
     "apply_tar",

@@ -131,11 +131,11 @@ class _LayerWriter:
                     raise AlreadyExistsError(f"layer name {sorted(taken & set(names))} is in use")
                 if await self.driver.exists(layer_id):
                     await self.driver.remove(layer_id)  # a dead writer's leftovers
+                pending.created = True  # from here on, abort() removes what create() made
                 await self.driver.create(layer_id, parent)
         except BaseException:
-            pending.close()
+            await pending.abort()
             raise
-        pending.created = True
         return pending
 
     async def put_layer(
@@ -192,6 +192,8 @@ class PendingLayer:
         self.existing: Layer | None = None
         #: the layer exists in the driver (and is ours to remove on abort)
         self.created = False
+        #: the layer is in ``layers.json`` (set by commit, even if cancelled after)
+        self.committed = False
         self._marker: LockFile | None = marker
         self._applied: tuple[Layer, bytes | None] | None = None
 
@@ -270,32 +272,42 @@ class PendingLayer:
     async def commit(self) -> Layer:
         """Record the applied layer in ``layers.json``; its parent must be recorded.
 
+        Once begun, the recording runs to its end even if the task is
+        cancelled meanwhile (the cancellation is raised afterwards, with
+        :attr:`committed` telling whether the layer made it in).
+
         :raises NotFoundError: the parent is not (or no longer) in ``layers.json``;
             the layer is then removed.
         """
         if self._applied is None:
             raise StorageError(f"layer {self.layer_id} has no blob applied")
         layer, tar_split = self._applied
-        store = self.store
         try:
-            if tar_split is not None:
-                data = await asyncio.to_thread(gzip.compress, tar_split, 1)
-                await asyncio.to_thread(atomic_write, store._tar_split_path(layer.id), data)
-            async with store._locked(layers=True):
-                layers = store._layers.read()
-                if layer.parent and not any(x.id == layer.parent for x in layers):
-                    raise NotFoundError(
-                        f"parent layer {layer.parent} is not recorded; layer {layer.id} dropped"
-                    )
-                layers.append(layer)
-                await asyncio.to_thread(store._layers.write, layers)
+            await _uninterrupted(self._record(layer, tar_split))
         except BaseException:
-            await self.abort()
+            if not self.committed:
+                await self.abort()
+            self.close()
             raise
-        self._applied = None
-        self.created = False  # recorded: no longer ours to remove
         self.close()
         return layer
+
+    async def _record(self, layer: Layer, tar_split: bytes | None) -> None:
+        store = self.store
+        if tar_split is not None:
+            data = await asyncio.to_thread(gzip.compress, tar_split, 1)
+            await asyncio.to_thread(atomic_write, store._tar_split_path(layer.id), data)
+        async with store._locked(layers=True):
+            layers = store._layers.read()
+            if layer.parent and not any(x.id == layer.parent for x in layers):
+                raise NotFoundError(
+                    f"parent layer {layer.parent} is not recorded; layer {layer.id} dropped"
+                )
+            layers.append(layer)
+            await asyncio.to_thread(store._layers.write, layers)
+        self._applied = None
+        self.created = False  # recorded: no longer ours to remove
+        self.committed = True
 
 
 async def _apply_blob(

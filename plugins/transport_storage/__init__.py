@@ -31,7 +31,7 @@ from crio.image.digest import DigestMismatchError
 from crio.image.reference import Reference, is_image_id, normalize, parse
 from crio.image.transport import BlobInfo, LayerCompression, TransportContext
 from crio.plugins import hookimpl
-from crio.storage import LayerFormatError, Store
+from crio.storage import Blob, LayerFormatError, PendingLayer, Store
 
 __all__ = ["StorageDestination", "StorageSource", "StorageTransport", "crio_image_transport"]
 
@@ -186,24 +186,23 @@ class StorageDestination:
                 )
             yield chunk
 
-    async def _apply(self, info: BlobInfo, blob: object) -> str:
+    async def _commit(self, pending: PendingLayer) -> None:
+        try:
+            await pending.commit()
+        finally:  # a commit that completed counts even if this task was cancelled meanwhile
+            if pending.committed:
+                self._new_layers.append(pending.layer_id)
+
+    async def _apply(self, info: BlobInfo, blob: Blob) -> str:
         """Apply a layer whose parent is recorded (one layer after another)."""
         parent = await self._future(self._recorded, info.index - 1) if info.index > 0 else None
-        existed = (
-            self._existing is not None
-            and info.diff_id
-            and self._chain_id(info.index) in self._existing
-        )
-        with self._blob_errors(info):
-            layer = await self.store.put_layer(
-                blob,  # type: ignore[arg-type]
-                parent=parent,
-                diff_digest=info.diff_id or None,
-                compressed_digest=info.digest,
-            )
-        if not existed:
-            self._new_layers.append(layer.id)
-        return layer.id
+        diff_id = info.diff_id or None
+        async with await self.store.start_layer(parent=parent, diff_digest=diff_id) as pending:
+            if pending.existing is None:
+                with self._blob_errors(info):
+                    await pending.apply(blob, diff_digest=diff_id, compressed_digest=info.digest)
+                await self._commit(pending)
+        return pending.layer_id
 
     async def _apply_staged(self, info: BlobInfo, staged: StagedBlob) -> None:
         try:
@@ -237,9 +236,8 @@ class StorageDestination:
                 )
             if index > 0:
                 await self._future(self._recorded, index - 1)
-            layer = await pending.commit()
-        self._new_layers.append(layer.id)
-        self._settle(index, layer.id)
+            await self._commit(pending)
+        self._settle(index, pending.layer_id)
 
     async def put_blob(self, info: BlobInfo, data: AsyncIterator[bytes]) -> BlobInfo:
         if info.index < 0:
