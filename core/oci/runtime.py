@@ -355,6 +355,26 @@ class Runtime(Protocol):
     async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats:
         """Sample the resource use of the whole pod (its cgroup and network)."""
 
+    async def list_container_stats(
+        self, container_ids: Sequence[str]
+    ) -> Mapping[str, ContainerStats]:
+        """Sample many containers at once, for ListContainerStats and ListPodSandboxStats.
+
+        The kubelet asks for every container of the node every few seconds, so
+        a runtime should gather them in one pass (runc: one worker thread reads
+        every cgroup). Only what CRI reports must be filled in: CPU, memory,
+        swap; block I/O and OOM kills may be 0 (:meth:`container_stats` has all).
+
+        :returns: one sample per id the runtime knows (zeros for a stopped
+            container); unknown ids are left out.
+        """
+
+    async def list_sandbox_stats(
+        self, pod_sandbox_ids: Sequence[str]
+    ) -> Mapping[str, SandboxStats]:
+        """Sample many pods at once (cgroup, process count and network), as
+        :meth:`list_container_stats` does for containers; one sample per id."""
+
 
 @runtime_checkable
 class GarbageCollector(Protocol):

@@ -14,4 +14,6 @@ __all__ = ["container_stats"]
 async def container_stats(deps: Deps, req: api.ContainerStatsRequest) -> api.ContainerStatsResponse:
     require(req.container_id, "container_id", "ContainerStats")
     ctr = state_of(deps).container(req.container_id)
-    return api.ContainerStatsResponse(stats=await _stats.container_stats(deps, ctr))
+    reply = api.ContainerStatsResponse()
+    await _stats.fill_container_stats(deps, [ctr], lambda _ctr: reply.stats)
+    return reply

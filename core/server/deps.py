@@ -83,6 +83,8 @@ class Deps:
     spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
     #: CPU usage samples for usage_nano_cores: id -> (timestamp ns, usage ns).
     cpu_samples: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Container id -> (mount point, directory) of its writable layer, for stats.
+    layer_dirs: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The streaming server behind Exec, Attach and PortForward URLs (None in tests without).
     streaming: StreamServer | None = None
     #: Image id (its config's digest) -> what a container inherits from that config.

@@ -313,6 +313,17 @@ class ClearRuntime:
         interfaces = [InterfaceStats(**i) for i in data.pop("interfaces", [])]
         return SandboxStats(usage=_stats(data), interfaces=interfaces)
 
+    async def list_sandbox_stats(self, pod_sandbox_ids: Sequence[str]) -> dict[str, SandboxStats]:
+        # Each pod is its own VM, asked over its own channel: they run concurrently.
+        ids = [i for i in pod_sandbox_ids if i in self.pods]
+        samples = await asyncio.gather(*(self.sandbox_stats(i) for i in ids))
+        return dict(zip(ids, samples, strict=True))
+
+    async def list_container_stats(self, container_ids: Sequence[str]) -> dict[str, ContainerStats]:
+        ids = [i for i in container_ids if i in self.containers]
+        samples = await asyncio.gather(*(self.container_stats(i) for i in ids))
+        return dict(zip(ids, samples, strict=True))
+
     # -- containers ---------------------------------------------------------------------
 
     def _get(self, container_id: str) -> VMContainer:

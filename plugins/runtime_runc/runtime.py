@@ -21,6 +21,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -43,7 +44,7 @@ from crio.oci.runtime import (
     State,
     StreamIO,
 )
-from crio_plugins.runtime_runc import attach, conmon, exec_session, garbage, portforward
+from crio_plugins.runtime_runc import attach, cgstats, conmon, exec_session, garbage, portforward
 from crio_plugins.runtime_runc._container import (
     STATE_FILE,
     RuncContainer,
@@ -52,7 +53,7 @@ from crio_plugins.runtime_runc._container import (
     wait_gone,
 )
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
-from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
+from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.control import RuncProcessControl
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
@@ -86,6 +87,11 @@ def _conmon_log_level() -> str:
     return "info" if level <= logging.INFO else "warn" if level <= logging.WARNING else "error"
 
 
+def _fd_budget() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(soft // 4, 0) if soft != resource.RLIM_INFINITY else 1 << 14
+
+
 class RuncRuntime(RuncProcessControl):
     """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "oci"."""
 
@@ -113,7 +119,11 @@ class RuncRuntime(RuncProcessControl):
         #: Seconds a stop waits for the exit once it has sent SIGKILL.
         self.stop_timeout = stop_timeout
         self.hierarchies = Hierarchies({}, "")
-        self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies)
+        #: cgroup files kept open for stats: at most a quarter of the descriptors crio may open.
+        self._cgroup_reader = cgstats.CgroupReader(_fd_budget())
+        #: Container id -> its cgroup files for stats, resolved on the first sample.
+        self._stats_files: dict[str, cgstats.StatsFiles] = {}
+        self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies, self._cgroup_reader)
         self.version = ""
         self._containers: dict[str, RuncContainer] = {}
         self._watcher: DirectoryWatcher | None = None
@@ -208,6 +218,7 @@ class RuncRuntime(RuncProcessControl):
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+        await asyncio.to_thread(self._cgroup_reader.close)
 
     def ready(self) -> tuple[bool, str, str]:
         missing = self._missing()
@@ -663,3 +674,45 @@ class RuncRuntime(RuncProcessControl):
             return ContainerStats(timestamp=now)
         usage = await asyncio.to_thread(self.hierarchies.usage, ctr.cgroups_path)
         return usage_to_stats(usage, now)
+
+    async def list_container_stats(self, container_ids: Sequence[str]) -> dict[str, ContainerStats]:
+        now = time.time_ns()
+        out: dict[str, ContainerStats] = {}
+        sampled: list[tuple[str, cgstats.StatsFiles]] = []
+        for container_id in container_ids:
+            ctr = self._containers.get(container_id)
+            if ctr is None:
+                continue
+            if ctr.exit is not None or not ctr.cgroups_path:
+                out[container_id] = ContainerStats(timestamp=now)
+                continue
+            files = self._stats_files.get(container_id)
+            if files is None:
+                files = cgstats.stats_files(self.hierarchies, ctr.cgroups_path, False)
+                self._stats_files[container_id] = files
+            sampled.append((container_id, files))
+        gone = [
+            self._stats_files.pop(cid)
+            for cid, ctr in [(c, self._containers.get(c)) for c in list(self._stats_files)]
+            if ctr is None or ctr.exit is not None
+        ]
+        reader = self._cgroup_reader
+
+        def sample() -> list[CgroupUsage]:
+            with reader.lock:
+                for files in gone:
+                    reader.forget(files)
+                return [cgstats.read_usage(files, reader) for _, files in sampled]
+
+        # One worker thread for the whole node, not one per container or file.
+        usages = await asyncio.to_thread(sample) if sampled or gone else []
+        for (container_id, _), usage in zip(sampled, usages, strict=True):
+            out[container_id] = usage_to_stats(usage, now)
+        return out
+
+    async def list_sandbox_stats(self, pod_sandbox_ids: Sequence[str]) -> dict[str, SandboxStats]:
+        pids: dict[str, list[int]] = {}
+        for ctr in self._containers.values():
+            if ctr.pid and ctr.exit is None:
+                pids.setdefault(ctr.pod_sandbox_id, []).append(ctr.pid)
+        return await self.sandboxes.list_stats(pod_sandbox_ids, pids)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from crio.oci.runtime import (
     SandboxStats,
 )
 from crio.oci.sysctls import sysctl_namespace
-from crio_plugins.runtime_runc import _linux, namespaces
+from crio_plugins.runtime_runc import _linux, cgstats, namespaces
 from crio_plugins.runtime_runc._proc import parse_net_dev, read_json, write_json
 from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
 
@@ -95,10 +96,16 @@ def _net_dev_in(netns_path: str) -> str:
 class Sandboxes:
     """The pods of one runc handler."""
 
-    def __init__(self, namespaces_dir: Path, hierarchies: Hierarchies) -> None:
+    def __init__(
+        self, namespaces_dir: Path, hierarchies: Hierarchies, reader: cgstats.CgroupReader
+    ) -> None:
         self.namespaces_dir = namespaces_dir
         self.hierarchies = hierarchies
         self._pods: dict[str, PodSandbox] = {}
+        #: Open cgroup files for stats, shared with the runtime's containers.
+        self._reader = reader
+        #: Pod id -> its cgroup files for stats, resolved on the first sample.
+        self._stats_files: dict[str, cgstats.StatsFiles] = {}
 
     def get(self, pod_sandbox_id: str) -> PodSandbox | None:
         return self._pods.get(pod_sandbox_id)
@@ -196,3 +203,54 @@ class Sandboxes:
             except OSError as exc:
                 log.debug("pod sandbox %s: no network stats: %s", pod_sandbox_id, exc)
         return SandboxStats(usage=usage_to_stats(usage, now), interfaces=interfaces)
+
+    async def list_stats(
+        self, pod_sandbox_ids: Sequence[str], pids: Mapping[str, list[int]]
+    ) -> dict[str, SandboxStats]:
+        """Sample many pods in one worker thread; ``pids`` are live container PIDs per pod,
+        through which a pod's network counters are read without entering its namespace."""
+        now = time.time_ns()
+        out: dict[str, SandboxStats] = {}
+        pods: list[tuple[PodSandbox, cgstats.StatsFiles]] = []
+        for pod_sandbox_id in pod_sandbox_ids:
+            pod = self._pods.get(pod_sandbox_id)
+            if pod is None:
+                out[pod_sandbox_id] = SandboxStats(usage=ContainerStats(timestamp=now))
+                continue
+            files = self._stats_files.get(pod_sandbox_id)
+            if files is None:
+                files = cgstats.stats_files(self.hierarchies, pod.cgroup_parent, True)
+                self._stats_files[pod_sandbox_id] = files
+            pods.append((pod, files))
+        gone = [self._stats_files.pop(i) for i in list(self._stats_files) if i not in self._pods]
+
+        def sample() -> list[tuple[CgroupUsage, str | None]]:
+            with self._reader.lock:
+                for files in gone:
+                    self._reader.forget(files)
+                return [
+                    (
+                        cgstats.read_usage(files, self._reader),
+                        cgstats.read_net_dev(net, pids.get(pod.pod_sandbox_id, []))
+                        if (net := pod.namespaces.network)
+                        else None,
+                    )
+                    for pod, files in pods
+                ]
+
+        samples = await asyncio.to_thread(sample)
+        for (pod, _), (usage, net_dev) in zip(pods, samples, strict=True):
+            interfaces: list[InterfaceStats] = []
+            netns = pod.namespaces.network
+            if net_dev is None and netns and os.path.exists(netns):
+                # No container process in the pod: enter the namespace from a new thread.
+                try:
+                    net_dev = await namespaces.run_in_new_thread(lambda n=netns: _net_dev_in(n))
+                except OSError as exc:
+                    log.debug("pod sandbox %s: no network stats: %s", pod.pod_sandbox_id, exc)
+            if net_dev is not None:
+                interfaces = parse_net_dev(net_dev)
+            out[pod.pod_sandbox_id] = SandboxStats(
+                usage=usage_to_stats(usage, now), interfaces=interfaces
+            )
+        return out

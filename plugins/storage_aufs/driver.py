@@ -59,7 +59,7 @@ def aufs_missing() -> str:
     except OSError as exc:
         return f"cannot read /proc/filesystems: {exc.strerror}"
     return (
-        f'kernel {os.uname().release} has no aufs (not in /proc/filesystems); '
+        f"kernel {os.uname().release} has no aufs (not in /proc/filesystems); "
         'use storage_driver = "overlay"'
     )
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from crio_plugins.runtime_runc._container import in_cgroup, is_monitor_of, lists_cgroup
 from crio_plugins.runtime_runc._proc import parse_net_dev, process_start
-from crio_plugins.runtime_runc.cgroups import Hierarchies, parse_cgroup_mounts, parse_flat_keyed
+from crio_plugins.runtime_runc.cgroups import (
+    CgroupUsage,
+    Hierarchies,
+    parse_cgroup_mounts,
+    parse_flat_keyed,
+)
+from crio_plugins.runtime_runc.cgstats import CgroupReader, read_net_dev, read_usage, stats_files
 from crio_plugins.runtime_runc.crilog import parse_records, split_streams
 from crio_plugins.runtime_runc.inotify import IN_MOVED_TO, IN_Q_OVERFLOW, parse_events
 
@@ -69,8 +76,8 @@ def test_cgroup_mounts_and_files() -> None:
     assert parse_flat_keyed("rss 10\ncache 5\nbad\n") == {"rss": 10, "cache": 5}
 
 
-@pytest.mark.parametrize("unified", [False, True])
-def test_cgroup_usage_from_files(tmp_path: Path, unified: bool) -> None:
+def _cgroup_tree(tmp_path: Path, unified: bool) -> Hierarchies:
+    """One cgroup ``/pod/c`` with known figures, in files under ``tmp_path``."""
     if unified:
         group = tmp_path / "v2" / "pod" / "c"
         group.mkdir(parents=True)
@@ -80,29 +87,75 @@ def test_cgroup_usage_from_files(tmp_path: Path, unified: bool) -> None:
             "anon 3000\ninactive_file 4000\npgfault 7\npgmajfault 1\n"
         )
         (group / "memory.max").write_text("max\n")
+        (group / "memory.swap.current").write_text("500\n")
         (group / "memory.events").write_text("oom 1\noom_kill 2\n")
         (group / "pids.current").write_text("3\n")
-        hierarchies = Hierarchies({}, str(tmp_path / "v2"))
-    else:
-        for controller in ("cpuacct", "memory", "pids"):
-            (tmp_path / controller / "pod" / "c").mkdir(parents=True)
-        (tmp_path / "cpuacct/pod/c/cpuacct.usage").write_text("1500000\n")
-        mem = tmp_path / "memory" / "pod" / "c"
-        (mem / "memory.usage_in_bytes").write_text("10000\n")
-        (mem / "memory.stat").write_text(
-            "total_rss 3000\ntotal_inactive_file 4000\ntotal_pgfault 7\ntotal_pgmajfault 1\n"
-        )
-        (mem / "memory.limit_in_bytes").write_text(str(2**63 - 4096))
-        (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-        (tmp_path / "pids/pod/c/pids.current").write_text("3\n")
-        hierarchies = Hierarchies({c: str(tmp_path / c) for c in ("cpuacct", "memory", "pids")}, "")
+        return Hierarchies({}, str(tmp_path / "v2"))
+    for controller in ("cpuacct", "memory", "pids"):
+        (tmp_path / controller / "pod" / "c").mkdir(parents=True)
+    (tmp_path / "cpuacct/pod/c/cpuacct.usage").write_text("1500000\n")
+    mem = tmp_path / "memory" / "pod" / "c"
+    (mem / "memory.usage_in_bytes").write_text("10000\n")
+    (mem / "memory.stat").write_text(
+        "cache 1\nrss 2\ntotal_rss 3000\ntotal_inactive_file 4000\ntotal_pgfault 7\n"
+        "total_pgmajfault 1\ntotal_swap 500\n"
+    )
+    (mem / "memory.limit_in_bytes").write_text(str(2**63 - 4096))
+    (mem / "memory.memsw.usage_in_bytes").write_text("10500\n")
+    (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (tmp_path / "pids/pod/c/pids.current").write_text("3\n")
+    return Hierarchies({c: str(tmp_path / c) for c in ("cpuacct", "memory", "pids")}, "")
+
+
+@pytest.mark.parametrize("unified", [False, True])
+def test_cgroup_usage_from_files(tmp_path: Path, unified: bool) -> None:
+    hierarchies = _cgroup_tree(tmp_path, unified)
     usage = hierarchies.usage("/pod/c")
     assert usage.cpu_usage_core_nanoseconds == 1_500_000
     assert (usage.memory_usage_bytes, usage.memory_working_set_bytes) == (10000, 6000)
     assert (usage.memory_rss_bytes, usage.page_faults, usage.major_page_faults) == (3000, 7, 1)
     assert (usage.memory_limit_bytes, usage.oom_kill_count, usage.process_count) == (0, 2, 3)
+    assert usage.swap_usage_bytes == 500
     assert hierarchies.usage("/gone").memory_usage_bytes == 0
     assert hierarchies.missing_levels("/pod/c/new/deeper") == ["/pod/c/new", "/pod/c/new/deeper"]
+
+
+@pytest.mark.parametrize("unified", [False, True])
+def test_cri_stats_read_the_same_figures_from_fewer_files(tmp_path: Path, unified: bool) -> None:
+    hierarchies = _cgroup_tree(tmp_path, unified)
+    full = hierarchies.usage("/pod/c")
+    reader = CgroupReader(budget=100)
+    for processes in (False, True):
+        usage = read_usage(stats_files(hierarchies, "/pod/c", processes), reader)
+        assert usage == replace(
+            full,
+            oom_kill_count=0,  # CRI carries neither OOM kills nor block I/O
+            block_read_bytes=0,
+            block_write_bytes=0,
+            process_count=full.process_count if processes else 0,
+        )
+    assert read_usage(stats_files(hierarchies, "/gone", True), reader) == CgroupUsage()
+    assert len(reader) == (6 if unified else 5)  # kept open for the next sample
+    limited = (
+        (tmp_path / "v2/pod/c/memory.max")
+        if unified
+        else (tmp_path / "memory/pod/c/memory.limit_in_bytes")
+    )
+    limited.write_text("65536\n")  # read again through the open file
+    files = stats_files(hierarchies, "/pod/c", True)
+    assert read_usage(files, reader).memory_limit_bytes == 65536
+    reader.forget(files)
+    assert len(reader) == 0
+    assert read_usage(files, CgroupReader(budget=0)).memory_limit_bytes == 65536  # none kept
+    reader.close()
+
+
+def test_net_dev_is_read_through_a_process_in_the_namespace() -> None:
+    mine = "/proc/self/ns/net"
+    text = read_net_dev(mine, [2**22 + 1, os.getpid()])
+    assert text is not None and "lo:" in text
+    assert read_net_dev(mine, [2**22 + 1]) is None  # no such process: the caller enters it
+    assert read_net_dev("/nonexistent/netns", [os.getpid()]) is None
 
 
 def test_net_dev_and_process_start() -> None:
