@@ -17,13 +17,25 @@ reads everything, for kpod). A missing file reads as 0, like a gone cgroup.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
 
-__all__ = ["CgroupReader", "StatsFiles", "read_net_dev", "read_usage", "stats_files"]
+__all__ = [
+    "CgroupReader",
+    "Sampler",
+    "StatsFiles",
+    "read_net_dev",
+    "read_usage",
+    "stats_files",
+]
+
+T = TypeVar("T")
 
 #: memory.limit_in_bytes reads as this (page-rounded LONG_MAX) or more when unlimited.
 _V1_UNLIMITED = 1 << 62
@@ -177,6 +189,53 @@ def read_usage(files: StatsFiles, reader: CgroupReader) -> CgroupUsage:
         swap_usage_bytes=swap,
         process_count=_int(read(files.pids)),
     )
+
+
+class Sampler(Generic[T]):
+    """Samples one kind of object (containers, or pods) by id, whole lists at a time.
+
+    Each object's files are resolved on its first sample and forgotten (closed)
+    once it leaves the live set; a list is read in one worker thread.
+    """
+
+    def __init__(self, hierarchies: Hierarchies, reader: CgroupReader, processes: bool) -> None:
+        self._hierarchies = hierarchies
+        self._reader = reader
+        self._processes = processes
+        self._files: dict[str, StatsFiles] = {}
+
+    async def sample(
+        self,
+        cgroups: Mapping[str, str],
+        live: Collection[str],
+        also: Callable[[str], T] | None = None,
+    ) -> dict[str, tuple[CgroupUsage, T | None]]:
+        """Sample ``cgroups`` (id -> cgroupfs path); ``also(id)`` runs in the same thread.
+
+        :param live: the ids still worth keeping files open for.
+        """
+        targets = []
+        for key, path in cgroups.items():
+            files = self._files.get(key)
+            if files is None:
+                files = self._files[key] = stats_files(self._hierarchies, path, self._processes)
+            targets.append((key, files))
+        gone = [self._files.pop(key) for key in list(self._files) if key not in live]
+        if not targets and not gone:
+            return {}
+        reader = self._reader
+
+        def run() -> dict[str, tuple[CgroupUsage, T | None]]:
+            with reader.lock:
+                for files in gone:
+                    reader.forget(files)
+                return {
+                    key: (read_usage(files, reader), also(key) if also else None)
+                    for key, files in targets
+                }
+
+        # One worker thread for the whole list, not one per object or file.
+        return await asyncio.to_thread(run)
 
 
 def read_net_dev(netns_path: str, pids: list[int]) -> str | None:

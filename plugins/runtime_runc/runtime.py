@@ -53,7 +53,7 @@ from crio_plugins.runtime_runc._container import (
     wait_gone,
 )
 from crio_plugins.runtime_runc._proc import alive, process_start, read_json, running
-from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies, v2_controllers
+from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.control import RuncProcessControl
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
@@ -121,8 +121,9 @@ class RuncRuntime(RuncProcessControl):
         self.hierarchies = Hierarchies({}, "")
         #: cgroup files kept open for stats: at most a quarter of the descriptors crio may open.
         self._cgroup_reader = cgstats.CgroupReader(_fd_budget())
-        #: Container id -> its cgroup files for stats, resolved on the first sample.
-        self._stats_files: dict[str, cgstats.StatsFiles] = {}
+        self._sampler: cgstats.Sampler[None] = cgstats.Sampler(
+            self.hierarchies, self._cgroup_reader, processes=False
+        )
         self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies, self._cgroup_reader)
         self.version = ""
         self._containers: dict[str, RuncContainer] = {}
@@ -677,38 +678,18 @@ class RuncRuntime(RuncProcessControl):
 
     async def list_container_stats(self, container_ids: Sequence[str]) -> dict[str, ContainerStats]:
         now = time.time_ns()
-        out: dict[str, ContainerStats] = {}
-        sampled: list[tuple[str, cgstats.StatsFiles]] = []
-        for container_id in container_ids:
-            ctr = self._containers.get(container_id)
-            if ctr is None:
-                continue
-            if ctr.exit is not None or not ctr.cgroups_path:
-                out[container_id] = ContainerStats(timestamp=now)
-                continue
-            files = self._stats_files.get(container_id)
-            if files is None:
-                files = cgstats.stats_files(self.hierarchies, ctr.cgroups_path, False)
-                self._stats_files[container_id] = files
-            sampled.append((container_id, files))
-        gone = [
-            self._stats_files.pop(cid)
-            for cid, ctr in [(c, self._containers.get(c)) for c in list(self._stats_files)]
-            if ctr is None or ctr.exit is not None
-        ]
-        reader = self._cgroup_reader
-
-        def sample() -> list[CgroupUsage]:
-            with reader.lock:
-                for files in gone:
-                    reader.forget(files)
-                return [cgstats.read_usage(files, reader) for _, files in sampled]
-
-        # One worker thread for the whole node, not one per container or file.
-        usages = await asyncio.to_thread(sample) if sampled or gone else []
-        for (container_id, _), usage in zip(sampled, usages, strict=True):
-            out[container_id] = usage_to_stats(usage, now)
-        return out
+        running = {
+            cid: ctr.cgroups_path
+            for cid, ctr in self._containers.items()
+            if ctr.exit is None and ctr.cgroups_path
+        }
+        wanted = {cid: running[cid] for cid in container_ids if cid in running}
+        samples = await self._sampler.sample(wanted, running)
+        return {
+            cid: usage_to_stats(samples[cid][0], now) if cid in samples else ContainerStats(now)
+            for cid in container_ids
+            if cid in self._containers
+        }
 
     async def list_sandbox_stats(self, pod_sandbox_ids: Sequence[str]) -> dict[str, SandboxStats]:
         pids: dict[str, list[int]] = {}

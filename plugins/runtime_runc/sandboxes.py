@@ -102,10 +102,9 @@ class Sandboxes:
         self.namespaces_dir = namespaces_dir
         self.hierarchies = hierarchies
         self._pods: dict[str, PodSandbox] = {}
-        #: Open cgroup files for stats, shared with the runtime's containers.
-        self._reader = reader
-        #: Pod id -> its cgroup files for stats, resolved on the first sample.
-        self._stats_files: dict[str, cgstats.StatsFiles] = {}
+        self._sampler: cgstats.Sampler[str | None] = cgstats.Sampler(
+            hierarchies, reader, processes=True
+        )
 
     def get(self, pod_sandbox_id: str) -> PodSandbox | None:
         return self._pods.get(pod_sandbox_id)
@@ -210,47 +209,30 @@ class Sandboxes:
         """Sample many pods in one worker thread; ``pids`` are live container PIDs per pod,
         through which a pod's network counters are read without entering its namespace."""
         now = time.time_ns()
-        out: dict[str, SandboxStats] = {}
-        pods: list[tuple[PodSandbox, cgstats.StatsFiles]] = []
-        for pod_sandbox_id in pod_sandbox_ids:
-            pod = self._pods.get(pod_sandbox_id)
-            if pod is None:
-                out[pod_sandbox_id] = SandboxStats(usage=ContainerStats(timestamp=now))
-                continue
-            files = self._stats_files.get(pod_sandbox_id)
-            if files is None:
-                files = cgstats.stats_files(self.hierarchies, pod.cgroup_parent, True)
-                self._stats_files[pod_sandbox_id] = files
-            pods.append((pod, files))
-        gone = [self._stats_files.pop(i) for i in list(self._stats_files) if i not in self._pods]
+        pods = {i: self._pods[i] for i in pod_sandbox_ids if i in self._pods}
 
-        def sample() -> list[tuple[CgroupUsage, str | None]]:
-            with self._reader.lock:
-                for files in gone:
-                    self._reader.forget(files)
-                return [
-                    (
-                        cgstats.read_usage(files, self._reader),
-                        cgstats.read_net_dev(net, pids.get(pod.pod_sandbox_id, []))
-                        if (net := pod.namespaces.network)
-                        else None,
-                    )
-                    for pod, files in pods
-                ]
+        def net_dev(pod_sandbox_id: str) -> str | None:
+            netns = pods[pod_sandbox_id].namespaces.network
+            return cgstats.read_net_dev(netns, pids.get(pod_sandbox_id, [])) if netns else None
 
-        samples = await asyncio.to_thread(sample)
-        for (pod, _), (usage, net_dev) in zip(pods, samples, strict=True):
-            interfaces: list[InterfaceStats] = []
-            netns = pod.namespaces.network
-            if net_dev is None and netns and os.path.exists(netns):
+        samples = await self._sampler.sample(
+            {i: pod.cgroup_parent for i, pod in pods.items()}, self._pods, net_dev
+        )
+        out = {
+            i: SandboxStats(usage=ContainerStats(timestamp=now))
+            for i in pod_sandbox_ids
+            if i not in pods
+        }
+        for pod_sandbox_id, (usage, text) in samples.items():
+            netns = pods[pod_sandbox_id].namespaces.network
+            if text is None and netns and os.path.exists(netns):
                 # No container process in the pod: enter the namespace from a new thread.
                 try:
-                    net_dev = await namespaces.run_in_new_thread(lambda n=netns: _net_dev_in(n))
+                    text = await namespaces.run_in_new_thread(lambda n=netns: _net_dev_in(n))
                 except OSError as exc:
-                    log.debug("pod sandbox %s: no network stats: %s", pod.pod_sandbox_id, exc)
-            if net_dev is not None:
-                interfaces = parse_net_dev(net_dev)
-            out[pod.pod_sandbox_id] = SandboxStats(
-                usage=usage_to_stats(usage, now), interfaces=interfaces
+                    log.debug("pod sandbox %s: no network stats: %s", pod_sandbox_id, exc)
+            out[pod_sandbox_id] = SandboxStats(
+                usage=usage_to_stats(usage, now),
+                interfaces=parse_net_dev(text) if text is not None else [],
             )
         return out

@@ -28,6 +28,7 @@ from crio.config import NetworkConfig
 from crio.network import PodNetwork
 from crio_plugins.net_cni import CNINetwork
 from support.cni import CNIEnv
+from support.cri import container_config, seed_images
 from support.daemon import CrioProcess
 
 NO_LEFTOVERS = {"veths": [], "leases": [], "iptables": []}
@@ -110,6 +111,7 @@ def network_condition(runtime: Any) -> api.RuntimeCondition:
 
 def test_two_pods_and_the_host_reach_each_other(crio: CrioProcess, net: CNIEnv) -> None:
     net.write(net.conflist())
+    seed_images(crio.base / "root", crio.base / "runroot")
     crio.start()
     with crio.channel() as channel:
         runtime = crio.runtime_stub(channel)
@@ -121,11 +123,39 @@ def test_two_pods_and_the_host_reach_each_other(crio: CrioProcess, net: CNIEnv) 
         assert ping(ip_b, netns_of(crio, a))
         assert ping(ip_a, netns_of(crio, b))
         assert ping(ip_a)  # the host
+        check_network_stats(runtime, crio, a, b)
         netns_a = netns_of(crio, a)
         stop_and_remove(runtime, a)
         stop_and_remove(runtime, b)
     assert not Path(netns_a).exists()
     assert net.leftovers() == NO_LEFTOVERS
+
+
+def _eth0_bytes(netns: str) -> tuple[int, int]:
+    text = subprocess.run(
+        ["nsenter", f"--net={netns}", "cat", "/proc/net/dev"], capture_output=True, text=True
+    ).stdout
+    (line,) = [x for x in text.splitlines() if x.strip().startswith("eth0:")]
+    fields = line.split(":", 1)[1].split()
+    return int(fields[0]), int(fields[8])
+
+
+def check_network_stats(runtime: Any, crio: CrioProcess, a: str, b: str) -> None:
+    """Pod network counters, for a pod without processes (read by entering its namespace)
+    and for one with a running container (read through that process)."""
+    created = runtime.CreateContainer(
+        api.CreateContainerRequest(
+            pod_sandbox_id=b, config=container_config("c", ["sleep", "3600"])
+        )
+    )
+    runtime.StartContainer(api.StartContainerRequest(container_id=created.container_id))
+    stats = runtime.ListPodSandboxStats(api.ListPodSandboxStatsRequest()).stats
+    by_id = {s.attributes.id: s.linux.network.default_interface for s in stats}
+    for pod_id in (a, b):
+        eth0 = by_id[pod_id]
+        rx, tx = _eth0_bytes(netns_of(crio, pod_id))
+        assert eth0.name == "eth0"
+        assert 0 < eth0.rx_bytes.value <= rx and 0 < eth0.tx_bytes.value <= tx
 
 
 _SERVER = """
