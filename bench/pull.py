@@ -1,9 +1,17 @@
 """Pull an image of about 100 MB in 5 layers from a loopback registry into an empty store.
 
-Peers, each with a private root per round: crio's pull engine in this
-process, ``kpod pull`` (crio's CLI, interpreter start included), ``skopeo copy
-docker://... containers-storage:...`` and ``podman pull``. Prints every
-round, the medians and the ratios. Never asserts on time.
+Peers, in interleaved rounds, each into a private root per round:
+
+- ``crio daemon``: CRI PullImage to a running crio (its own root; the image
+  is removed again between rounds, untimed); the daemon's CPU is read from
+  /proc.
+- ``crio in process``: crio's pull engine in this process.
+- ``kpod pull``: crio's CLI (interpreter start and imports included).
+- ``skopeo copy docker://... containers-storage:...`` and ``podman pull``.
+
+Prints every round, then medians of wall time and CPU time (user + system
+of every thread or child process; the registry's own CPU is not counted for
+anyone), the ratios, and the machine's load average. Never asserts on time.
 
     .venv/bin/python bench/pull.py [--rounds 5] [--driver overlay] [--mb 100]
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -20,16 +29,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from crio.api import api_pb2 as api
 from crio.image import registries
 from crio.image.pull import ImageSettings, Puller
 from crio.image.reference import Reference
 from crio.image.transport import ImageDestination
 from crio.plugins import Plugins
 from crio.storage import Store
+from support.daemon import CrioProcess
 from support.registry import Registry, skopeo_push
 
 KPOD = str(Path(sys.executable).with_name("kpod"))
@@ -132,96 +144,147 @@ def _cleanup_root(root: Path, runroot: Path, driver: str) -> None:
     shutil.rmtree(runroot, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Figure:
+    wall: float
+    cpu: float
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child(command: list[str], **kwargs: object) -> Callable[[Path], Figure]:
+    """A peer that runs one command (``{base}`` in an argument is the round's directory)."""
+
+    def run(base: Path) -> Figure:
+        argv = [arg.replace("{base}", str(base)) for arg in command]
+        start, cpu = time.perf_counter(), _cpu_children()
+        subprocess.run(argv, check=True, capture_output=True, **kwargs)  # type: ignore[call-overload]
+        return Figure(time.perf_counter() - start, _cpu_children() - cpu)
+
+    return run
+
+
 def crio_in_process(
     plugins: Plugins, ref: str, host: str, driver: str, policy: str
-) -> Callable[[Path], None]:
+) -> Callable[[Path], Figure]:
     settings = ImageSettings(
         registries=registries.Registries(insecure_extra=(host,)), signature_policy=policy
     )
 
-    def run(base: Path) -> None:
-        async def pull() -> None:
-            store = await Store.open(base / "root", base / "runroot", driver, plugins=plugins)
-            storage = plugins.image_transport("containers-storage")
-            assert storage is not None
+    async def pull(base: Path) -> None:
+        store = await Store.open(base / "root", base / "runroot", driver, plugins=plugins)
+        storage = plugins.image_transport("containers-storage")
+        assert storage is not None
 
-            async def dest(r: Reference | None, reference: str) -> ImageDestination:
-                return await storage.open_destination(str(r), settings.context(store=store))
+        async def dest(r: Reference | None, reference: str) -> ImageDestination:
+            return await storage.open_destination(str(r), settings.context(store=store))
 
-            try:
-                await Puller().pull(plugins, ref, settings, dest, store=store)
-            finally:
-                await store.close()
+        try:
+            await Puller().pull(plugins, ref, settings, dest, store=store)
+        finally:
+            await store.close()
 
-        asyncio.run(pull())
-
-    return run
-
-
-def kpod(ref: str, host: str, driver: str, policy: str) -> Callable[[Path], None]:
-    def run(base: Path) -> None:
-        conf = base / "crio.conf"
-        conf.write_text(
-            f'[crio]\nroot = "{base}/root"\nrunroot = "{base}/runroot"\n'
-            f'storage_driver = "{driver}"\n'
-            f'[crio.image]\nsignature_policy = "{policy}"\ninsecure_registries = ["{host}"]\n'
-            f'registries_conf = "{base}/registries.conf"\n'
-        )
-        (base / "registries.conf").write_text("")
-        (base / "conf.d").mkdir()
-        subprocess.run(
-            [KPOD, "--config", str(conf), "--config-dir", str(base / "conf.d"), "pull", "-q", ref],
-            check=True,
-            capture_output=True,
-        )
+    def run(base: Path) -> Figure:
+        start, cpu = time.perf_counter(), _cpu_self()
+        asyncio.run(pull(base))
+        return Figure(time.perf_counter() - start, _cpu_self() - cpu)
 
     return run
 
 
-def skopeo(ref: str, driver: str) -> Callable[[Path], None]:
-    def run(base: Path) -> None:
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "-q",
-                "--src-tls-verify=false",
-                f"docker://{ref}",
-                f"containers-storage:[{driver}@{base}/root+{base}/runroot]{ref}",
-            ],
-            check=True,
-            capture_output=True,
+class CrioDaemon:
+    """A crio serving CRI on a private socket, with its own root; PullImage per round."""
+
+    def __init__(self, ref: str, host: str, driver: str, policy: str) -> None:
+        self.ref = ref
+        empty = Path(policy).with_name("registries-empty.conf")
+        empty.write_text("")
+        self.crio = CrioProcess(
+            {
+                "crio": {"storage_driver": driver},
+                "crio.image": {
+                    "signature_policy": policy,
+                    "insecure_registries": [host],
+                    "registries_conf": str(empty),
+                },
+            }
         )
+        self.crio.start()
+        assert self.crio.proc is not None
+        self.pid = self.crio.proc.pid
+
+    def __call__(self, base: Path) -> Figure:
+        with self.crio.channel() as channel:
+            stub = self.crio.image_stub(channel)
+            start, cpu = time.perf_counter(), _cpu_of(self.pid)
+            reply = stub.PullImage(
+                api.PullImageRequest(image=api.ImageSpec(image=self.ref)), timeout=600
+            )
+            figure = Figure(time.perf_counter() - start, _cpu_of(self.pid) - cpu)
+            stub.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=reply.image_ref)))
+        return figure
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cleanup(self) -> None:
+        self.crio.cleanup()
+
+
+def kpod(ref: str, host: str, driver: str, policy: str, work: Path) -> Callable[[Path], Figure]:
+    conf = work / "kpod.conf"
+    conf.write_text(
+        '[crio]\nroot = "{base}/root"\nrunroot = "{base}/runroot"\n'
+        f'storage_driver = "{driver}"\n'
+        f'[crio.image]\nsignature_policy = "{policy}"\ninsecure_registries = ["{host}"]\n'
+        f'registries_conf = "{work}/registries.conf"\n'
+    )
+    (work / "registries.conf").write_text("")
+    (work / "conf.d").mkdir()
+    peer = _child([KPOD, "--config", "{base}/crio.conf", "--config-dir", f"{work}/conf.d",
+                   "pull", "-q", ref])  # fmt: skip
+
+    def run(base: Path) -> Figure:
+        (base / "crio.conf").write_text(conf.read_text().replace("{base}", str(base)))
+        return peer(base)
 
     return run
 
 
-def podman(ref: str, driver: str) -> Callable[[Path], None]:
-    def run(base: Path) -> None:
-        subprocess.run(
-            [
-                "podman",
-                "--root",
-                f"{base}/root",
-                "--runroot",
-                f"{base}/runroot",
-                "--storage-driver",
-                driver,
-                "--events-backend",
-                "none",
-                "--tmpdir",
-                f"{base}/tmp",
-                "pull",
-                "-q",
-                "--tls-verify=false",
-                ref,
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "CONTAINERS_CONF": "/dev/null"},
-        )
+def skopeo(ref: str, driver: str) -> Callable[[Path], Figure]:
+    return _child(
+        [
+            "skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+            f"containers-storage:[{driver}@{{base}}/root+{{base}}/runroot]{ref}",
+        ]
+    )  # fmt: skip
 
-    return run
+
+def podman(ref: str, driver: str) -> Callable[[Path], Figure]:
+    return _child(
+        [
+            "podman", "--root", "{base}/root", "--runroot", "{base}/runroot",
+            "--storage-driver", driver, "--events-backend", "none", "--tmpdir", "{base}/tmp",
+            "pull", "-q", "--tls-verify=false", ref,
+        ],
+        env={**os.environ, "CONTAINERS_CONF": "/dev/null"},
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -243,36 +306,47 @@ def main() -> None:
         policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
         plugins = Plugins()
         plugins.load_entry_points()
-        peers = {
-            "crio (in process)": crio_in_process(
+        daemon = CrioDaemon(ref, registry.host, args.driver, str(policy))
+        rss_idle = daemon.rss_mb()
+        peers: dict[str, Callable[[Path], Figure]] = {
+            "crio daemon": daemon,
+            "crio in process": crio_in_process(
                 plugins, ref, registry.host, args.driver, str(policy)
             ),
-            "kpod pull": kpod(ref, registry.host, args.driver, str(policy)),
+            "kpod pull": kpod(ref, registry.host, args.driver, str(policy), work),
             "skopeo copy": skopeo(ref, args.driver),
             "podman pull": podman(ref, args.driver),
         }
-        times: dict[str, list[float]] = {name: [] for name in peers}
-        for round_no in range(1, args.rounds + 1):
-            for name, run in peers.items():
-                base = work / f"r{round_no}-{name.split()[0]}"
-                base.mkdir()
-                started = time.perf_counter()
-                run(base)
-                times[name].append(time.perf_counter() - started)
-                _cleanup_root(base / "root", base / "runroot", args.driver)
-                shutil.rmtree(base, ignore_errors=True)
-            print(
-                f"round {round_no}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
-                flush=True,
-            )
-        medians = {name: statistics.median(t) for name, t in times.items()}
+        figures: dict[str, list[Figure]] = {name: [] for name in peers}
+        try:
+            for round_no in range(1, args.rounds + 1):
+                for name, run in peers.items():
+                    base = work / f"r{round_no}-{name.split()[-1]}"
+                    base.mkdir()
+                    figures[name].append(run(base))
+                    _cleanup_root(base / "root", base / "runroot", args.driver)
+                    shutil.rmtree(base, ignore_errors=True)
+                print(
+                    f"round {round_no}: "
+                    + ", ".join(f"{n} {f[-1].wall:.2f}s" for n, f in figures.items()),
+                    flush=True,
+                )
+            rss_after = daemon.rss_mb()
+        finally:
+            daemon.cleanup()
+        wall = {name: statistics.median(f.wall for f in got) for name, got in figures.items()}
+        cpu = {name: statistics.median(f.cpu for f in got) for name, got in figures.items()}
         print(f"\nmedians over {args.rounds} rounds ({args.driver}, {args.mb} MB in 5 layers):")
-        for name, value in medians.items():
-            print(f"  {name:<18} {value:6.2f} s")
-        base = medians["crio (in process)"]
-        print("ratios (peer / crio in process; > 1 means crio is faster):")
-        for name in ("kpod pull", "skopeo copy", "podman pull"):
-            print(f"  {name:<18} {medians[name] / base:5.2f}")
+        for name in peers:
+            print(f"  {name:<16} {wall[name]:6.2f} s   CPU {cpu[name]:5.2f} s")
+        print("ratios (peer / crio daemon; > 1 means crio is faster):")
+        for name in ("skopeo copy", "podman pull", "crio in process", "kpod pull"):
+            print(
+                f"  {name:<16} wall {wall[name] / wall['crio daemon']:5.2f}"
+                f"   CPU {cpu[name] / cpu['crio daemon']:5.2f}"
+            )
+        print(f"crio daemon RSS: {rss_idle:.1f} MB idle, {rss_after:.1f} MB after the pulls")
+        print("load average (1, 5, 15 min): " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     finally:
         registry.cleanup()
         shutil.rmtree(work, ignore_errors=True)

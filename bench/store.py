@@ -4,15 +4,21 @@ Usage (root): .venv/bin/python bench/store.py [--runs 3] [--mb 100] [--mount-run
 
 A generated image of about --mb MB (uncompressed) in 5 gzip layers, each
 with ~2,000 small files and one large file (random bytes, so the large files
-do not compress away), is stored three ways, each into a fresh directory:
+do not compress away), is stored these ways, each into a fresh directory,
+in interleaved rounds:
 
-- crio: ``Store.put_layer`` for each layer on the overlay driver: decompress,
-  hash both sides, safe extraction, tar-split, atomic metadata.
-- GNU tar: ``tar -xzf`` of the same blobs into plain directories (extraction
-  only: no digests, no metadata, no tar-split).
+- crio image: crio's copy engine from the OCI layout into its store (overlay),
+  as a pull applies an image: every layer at once, each while its bytes are
+  read (decompress, hash both sides, safe extraction, tar-split, metadata),
+  recorded parents first. The counterpart of the skopeo line.
+- crio one by one: ``Store.put_layer`` for each layer after the other.
+- GNU tar: ``tar -xzf`` of the same blobs into plain directories, one after
+  the other, and all five at once (extraction only: no digests, no
+  metadata, no tar-split).
 - skopeo: ``skopeo copy oci:DIR containers-storage:[overlay@ROOT+RUNROOT]``
   of the same image (what podman/CRI-O's storage does for a pull).
 
+Wall time and CPU time (user + system, every thread or child) are printed.
 Then the time to mount a container's root file system on a 60-layer image
 (``Store.mount_container`` + unmount, reference counting included) and the
 bare overlay mount syscall for the same layer.
@@ -26,21 +32,33 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from crio.image.copy import CopyOptions, copy_image
+from crio.image.transport import TransportContext
+from crio.plugins import Plugins
 from crio.storage import Store
 from crio.storage.mount import unmount
 from support.images import busybox_rootfs_tar, digest, layer_tar, put_image, write_oci_layout
 
 LAYERS = 5
+
+
+@dataclass(frozen=True)
+class Figure:
+    wall: float
+    cpu: float
 
 
 def _layer(index: int, megabytes: float) -> bytes:
@@ -64,42 +82,74 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-async def _crio_apply(base: Path, blobs: list[bytes], diff_ids: list[str]) -> float:
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _crio_apply(base: Path, blobs: list[bytes], diff_ids: list[str]) -> Figure:
     store = await Store.open(base / "root", base / "run", "overlay")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_self()
     parent = None
     for blob, diff_id in zip(blobs, diff_ids, strict=True):
         layer = await store.put_layer(
             blob, parent=parent, diff_digest=diff_id, compressed_digest=digest(blob)
         )
         parent = layer.id
-    elapsed = time.perf_counter() - start
+    figure = Figure(time.perf_counter() - start, _cpu_self() - cpu)
     await store.close()
-    return elapsed
+    return figure
 
 
-def _tar_apply(base: Path, blob_paths: list[Path]) -> float:
-    start = time.perf_counter()
+async def _crio_image(base: Path, oci: Path, plugins: Plugins) -> Figure:
+    store = await Store.open(base / "root", base / "run", "overlay", plugins=plugins)
+    context = TransportContext(store=store)
+    layout, storage = plugins.image_transport("oci"), plugins.image_transport("containers-storage")
+    assert layout is not None and storage is not None
+    start, cpu = time.perf_counter(), _cpu_self()
+    source = await layout.open_source(f"{oci}:b", context)
+    dest = await storage.open_destination("localhost/bench:1", context)
+    try:
+        await copy_image(source, dest, CopyOptions())
+    finally:
+        await dest.close()
+        await source.close()
+    figure = Figure(time.perf_counter() - start, _cpu_self() - cpu)
+    await store.close()
+    return figure
+
+
+def _tar_apply(base: Path, blob_paths: list[Path], together: bool = False) -> Figure:
+    start, cpu = time.perf_counter(), _cpu_children()
+    procs = []
     for i, path in enumerate(blob_paths):
         target = base / f"layer{i}"
         target.mkdir(parents=True)
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-xzf", str(path), "-C", str(target)],
-            check=True,
-        )
-    return time.perf_counter() - start
+        command = ["tar", "--numeric-owner", "--xattrs", "-xzf", str(path), "-C", str(target)]
+        procs.append(subprocess.Popen(command))
+        if not together:
+            procs[-1].wait()
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"tar failed: {proc.args}")
+    return Figure(time.perf_counter() - start, _cpu_children() - cpu)
 
 
-def _skopeo(base: Path, oci: Path, env: dict[str, str]) -> float:
+def _skopeo(base: Path, oci: Path, env: dict[str, str]) -> Figure:
     ref = f"containers-storage:[overlay@{base}/root+{base}/run]localhost/bench:1"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_children()
     subprocess.run(
         ["skopeo", "--policy", str(oci.parent / "policy.json"), "copy", "-q", f"oci:{oci}:b", ref],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    return time.perf_counter() - start
+    return Figure(time.perf_counter() - start, _cpu_children() - cpu)
 
 
 def _cleanup(base: Path) -> None:
@@ -166,27 +216,45 @@ def main() -> None:
             "CONTAINERS_STORAGE_CONF": str(work / "storage.conf"),
             "CONTAINERS_REGISTRIES_CONF": str(work / "registries.conf"),
         }
-        crio_t, tar_t, skopeo_t = [], [], []
+        plugins = Plugins()
+        plugins.load_entry_points()
+        peers: dict[str, Callable[[Path], Figure]] = {
+            "crio image (layers at once)": lambda base: asyncio.run(
+                _crio_image(base, work / "oci", plugins)
+            ),
+            "crio put_layer one by one": lambda base: asyncio.run(
+                _crio_apply(base, blobs, list(oci.diff_ids))
+            ),
+            "GNU tar -xzf one by one": lambda base: _tar_apply(base, blob_paths),
+            "GNU tar -xzf all at once": lambda base: _tar_apply(base, blob_paths, together=True),
+            "skopeo copy": lambda base: _skopeo(base, work / "oci", env),
+        }
+        figures: dict[str, list[Figure]] = {name: [] for name in peers}
         for run in range(args.runs):
-            base = work / f"crio{run}"
-            crio_t.append(asyncio.run(_crio_apply(base, blobs, list(oci.diff_ids))))
-            _cleanup(base)
-            base = work / f"tar{run}"
-            tar_t.append(_tar_apply(base, blob_paths))
-            _cleanup(base)
-            base = work / f"skopeo{run}"
-            skopeo_t.append(_skopeo(base, work / "oci", env))
-            _cleanup(base)
-            figures = f"crio {crio_t[-1]:.2f}s  tar {tar_t[-1]:.2f}s  skopeo {skopeo_t[-1]:.2f}s"
-            print(f"run {run + 1}: {figures}", flush=True)
-        c, t, s = _median(crio_t), _median(tar_t), _median(skopeo_t)
+            for number, (name, peer) in enumerate(peers.items()):
+                base = work / f"r{run}-{number}"
+                figures[name].append(peer(base))
+                _cleanup(base)
+            line = ", ".join(f"{n.split(' (')[0]} {f[-1].wall:.2f}s" for n, f in figures.items())
+            print(f"run {run + 1}: {line}", flush=True)
         mb = raw / 1e6
+        wall = {name: _median([f.wall for f in got]) for name, got in figures.items()}
+        cpu = {name: _median([f.cpu for f in got]) for name, got in figures.items()}
         print()
-        print(f"layer apply, {LAYERS} layers, {mb:.1f} MB (median of {args.runs}):")
-        print(f"  crio Store.put_layer  {c:6.2f} s   {mb / c:6.1f} MB/s")
-        print(f"  GNU tar -xzf          {t:6.2f} s   {mb / t:6.1f} MB/s")
-        print(f"  skopeo copy           {s:6.2f} s   {mb / s:6.1f} MB/s")
-        print(f"  ratio crio/tar {c / t:.2f}   crio/skopeo {c / s:.2f}")
+        print(f"storing {LAYERS} layers, {mb:.1f} MB (median of {args.runs}, {args.dir}):")
+        for name in peers:
+            print(
+                f"  {name:<28} {wall[name]:6.2f} s  {mb / wall[name]:6.1f} MB/s"
+                f"   CPU {cpu[name]:5.2f} s"
+            )
+        image, one = wall["crio image (layers at once)"], wall["crio put_layer one by one"]
+        tar_one, tar_all = wall["GNU tar -xzf one by one"], wall["GNU tar -xzf all at once"]
+        print(
+            f"  ratio crio image/tar one by one {image / tar_one:.2f}   "
+            f"crio image/tar all at once {image / tar_all:.2f}   "
+            f"crio one by one/tar one by one {one / tar_one:.2f}   "
+            f"crio image/skopeo {image / wall['skopeo copy']:.2f}"
+        )
         full, bare = asyncio.run(_mount_bench(work / "mount", args.mount_runs))
         _cleanup(work / "mount")
         print()
