@@ -267,7 +267,11 @@ class RuntimeConfig(_Table):
     drop_infra_ctr: bool = Field(
         True, description="Pin namespaces instead of running an infra (pause) process."
     )
-    no_pivot: bool = Field(False, description="Ask the runtime not to pivot_root (ramdisks).")
+    no_pivot: bool = Field(
+        False,
+        description="Ask the runtime not to pivot_root (ramdisks); 'oci' handlers pass it to "
+        "runc and crun, a 'vm' handler refuses it.",
+    )
     hooks_dir: list[AbsPath] = Field(
         default_factory=lambda: [
             "/usr/share/containers/oci/hooks.d",

@@ -29,6 +29,12 @@ __all__ = ["ClearRuntime", "VMOptions", "crio_add_commands", "crio_runtime"]
 def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> ClearRuntime | None:
     if handler.runtime_type != "vm":
         return None
+    if config.crio.runtime.no_pivot:
+        raise ConfigError(
+            f"runtime handler {handler_name} (runtime_type 'vm') does not pass it to the "
+            "runtime in the pod VM; set it false, or drop the vm handler",
+            key="crio.runtime.no_pivot",
+        )
     if handler.allowed_annotations:
         raise ConfigError(
             "runtime_type 'vm' honours none of these annotations (a pod VM has its own "

@@ -131,3 +131,13 @@ def test_a_vm_handler_refuses_allowed_annotations() -> None:
     )
     with pytest.raises(ConfigError, match=r"clear\.allowed_annotations: runtime_type 'vm' honours"):
         plugins.runtime("clear", handler, config.Config())
+
+
+def test_a_vm_handler_refuses_no_pivot() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    cfg = config.Config()
+    cfg.crio.runtime.no_pivot = True
+    handler = RuntimeHandler(runtime_type="vm", accel="tcg")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"crio\.runtime\.no_pivot: runtime handler clear"):
+        plugins.runtime("clear", handler, cfg)
