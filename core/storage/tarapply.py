@@ -51,6 +51,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 #: Other ``.wh..wh.`` names are aufs bookkeeping (``.wh..wh.plnk``, ``.wh..wh.aufs``).
 _AUFS_META = ".wh..wh."
+_AUFS_META_BYTES = _AUFS_META.encode()
 
 Path = tuple[str, ...]
 
@@ -176,7 +177,11 @@ def plan(header: TarHeader, policy: ApplyPolicy) -> Operation:
             )
     fmt = policy.whiteout_format
     base = path[-1] if path else ""
-    if any(p.startswith(_AUFS_META) for p in path) and base != OPAQUE:
+    if (
+        _AUFS_META_BYTES in header.name  # cheap test first: every member passes here
+        and any(p.startswith(_AUFS_META) for p in path)
+        and base != OPAQUE
+    ):
         return Skip(path)  # aufs bookkeeping, and anything below it, on every driver
     if base.startswith(WHITEOUT_PREFIX) and fmt is not WhiteoutFormat.AUFS:
         parent = path[:-1]
