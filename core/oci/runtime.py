@@ -67,7 +67,9 @@ class SandboxSpec:
     """Everything a runtime needs to make a pod sandbox.
 
     ``run_dir`` is a directory of the pod's own (under crio's runroot) that
-    the runtime may fill; it is removed with the pod.
+    the runtime may fill; it exists when :meth:`Runtime.create_sandbox` is
+    called (core writes the pod's files there at the same time), and core
+    removes it after :meth:`Runtime.remove_sandbox` returned.
     """
 
     pod_sandbox_id: str
@@ -114,6 +116,10 @@ class ContainerSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     #: The signal :meth:`Runtime.stop_container` sends first (the image's StopSignal).
     stop_signal: int = 15
+    #: CRI ``security_context.privileged``. ``oci_spec`` already says what that
+    #: means on the host (every capability, the host's /dev ...); a runtime that
+    #: runs the container on another kernel gives it that kernel's devices instead.
+    privileged: bool = False
 
 
 class State(enum.Enum):

@@ -251,6 +251,7 @@ async def make_container(
             tty=request.tty,
             annotations=dict(request.annotations),
             stop_signal=parse_signal(image_config.stop_signal),
+            privileged=request.security.privileged,
         )
     )
     undo.push("the runtime's container", lambda: runtime.remove_container(container_id))

@@ -134,8 +134,11 @@ def _files(pod: SandboxRecord, dns: api.DNSConfig) -> dict[str, bytes]:
     }
 
 
-def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
+def _make_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+
+
+def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         (run_dir / name).write_bytes(data)
         os.chmod(run_dir / name, 0o644)
@@ -281,6 +284,9 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
         await begin_intent(deps, Intent(Operation.RUN_POD_SANDBOX, sandbox=pod), undo)
         run_dir = Path(pod.run_dir)
         undo.push("the run directory", lambda: asyncio.to_thread(shutil.rmtree, run_dir, True))
+        # Made before the runtime is called: it keeps its own records in there
+        # (SandboxSpec.run_dir exists), while the pod's files are written beside them.
+        await asyncio.to_thread(_make_run_dir, run_dir)
         # The pod's files and its namespaces do not depend on each other.
         files = asyncio.ensure_future(
             asyncio.to_thread(lambda: _write_files(run_dir, _files(pod, config.dns_config)))

@@ -19,6 +19,7 @@ import time
 import _wire
 from _guest_loop import Failure, read_keyed, read_text
 from _guest_procs import Proc, Processes
+from _guest_spec import MissingDeviceError, exec_process, guest_devices, with_guest_devices
 
 # No typing at run time: the guest imports this module while it boots.
 TYPE_CHECKING = False
@@ -58,6 +59,7 @@ def guest_stats() -> dict[str, Any]:
         "memory_usage_bytes": used,
         "memory_working_set_bytes": used,
         "memory_limit_bytes": meminfo.get("MemTotal", 0),
+        "process_count": sum(1 for name in os.listdir("/proc") if name.isdigit()),
         "interfaces": interfaces,
     }
 
@@ -154,11 +156,16 @@ class Containers:
         proc = Proc({"container_id": cid})
         proc.bundle = args["bundle"]
         proc.runtime = args.get("runtime", DEFAULT_RUNTIME)
+        config = os.path.join(proc.bundle, "config.json")
         try:
-            spec = json.loads(read_text(os.path.join(proc.bundle, "config.json")))
+            spec = json.loads(read_text(config))
         except (OSError, ValueError) as exc:
             raise Failure("invalid", f"container {cid}: bundle config.json: {exc}") from exc
+        if args.get("guest_devices") or spec.get("linux", {}).get("devices"):
+            self._fit_devices(cid, spec, config, bool(args.get("guest_devices")))
         proc.cgroup = spec.get("linux", {}).get("cgroupsPath", "")
+        # Every exec runs as the container's process does (user, groups, capabilities ...).
+        proc.process = spec.get("process") or {}
         pid_file = os.path.join(self.work, f"{cid}.pid")
         tty = bool(args.get("tty"))
         stdio, close, flags = self._stdio(proc, cid, tty, bool(args.get("stdin")))
@@ -178,6 +185,15 @@ class Containers:
             self.procs.reply(rid, {"pid": proc.pid})
 
         self._run(argv, created, stdio, close)
+
+    def _fit_devices(self, cid: str, spec: dict[str, Any], config: str, every: bool) -> None:
+        """Give the container the guest's device nodes (see ``_guest_spec``)."""
+        try:
+            with_guest_devices(spec, every, guest_devices())
+        except MissingDeviceError as exc:
+            raise Failure("invalid", f"container {cid}: linux.devices: {exc}") from None
+        with open(config, "w") as handle:
+            json.dump(spec, handle)
 
     def op_start(self, rid: int, args: dict[str, Any]) -> None:
         cid = args["container_id"]
@@ -328,26 +344,29 @@ class Containers:
             raise Failure("state", f"container {args['container_id']} is not running")
         proc.runtime = owner.runtime
         self.execs[eid] = proc
-        self._exec_in_container(rid, proc, args)
+        self._exec_in_container(rid, proc, args, owner.process)
         return None
 
-    def _exec_in_container(self, rid: int, proc: Proc, args: dict[str, Any]) -> None:
+    def _exec_in_container(
+        self, rid: int, proc: Proc, args: dict[str, Any], base: dict[str, Any]
+    ) -> None:
         eid, cid = args["exec_id"], args["container_id"]
         pid_file = os.path.join(self.work, f"exec-{eid}.pid")
+        process_file = os.path.join(self.work, f"exec-{eid}.json")
         tty = bool(args.get("tty"))
+        with open(process_file, "w") as handle:
+            json.dump(exec_process(base, args["argv"], tty, args.get("env", []), args.get("cwd")),
+                      handle)  # fmt: skip
         stdio, close, flags = self._stdio(proc, f"exec-{eid}", tty, bool(args.get("stdin")))
         log_name = f"exec-{eid}"
         argv = self.oci(proc, "exec", "--detach", f"--pid-file={pid_file}", log_name=log_name)
-        argv += [*(["--tty"] if tty else []), *flags]
-        if args.get("cwd"):
-            argv.append(f"--cwd={args['cwd']}")
-        argv += [f"--env={item}" for item in args.get("env", [])]
-        argv += [cid, *args["argv"]]
+        argv += [f"--process={process_file}", *flags, cid]
 
         def started(code: int, stderr: str) -> None:
             error = self.oci_error(log_name, stderr) if code != 0 else ""
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._log_file(log_name))
+            for name in (self._log_file(log_name), process_file):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
             if code != 0:
                 self.execs.pop(eid, None)
                 self.procs.close(proc)

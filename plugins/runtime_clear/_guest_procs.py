@@ -54,6 +54,8 @@ class Proc:
         self.cgroup = ""
         self.bundle = ""
         self.runtime = ""
+        #: A container's OCI process (its execs start from it).
+        self.process: dict[str, Any] = {}
         self.stdin_buffer = bytearray()
         self.stdin_close_pending = False
         self.exit_sent = False

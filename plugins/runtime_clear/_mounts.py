@@ -11,10 +11,12 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["bind", "is_mountpoint", "make_shared", "unmount"]
+__all__ = ["bind", "bind_propagating", "is_mountpoint", "make_shared", "unmount"]
 
 MS_BIND = 4096
 MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_REMOUNT = 32
 MS_RDONLY = 1
@@ -37,6 +39,35 @@ def bind(source: Path, target: Path, readonly: bool = False) -> None:
     _mount(str(source), target, MS_BIND | MS_REC)
     if readonly:
         _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def bind_propagating(source: Path, target: Path, propagation: str, stage: Path) -> None:
+    """Bind ``source`` on ``target`` (under the shared share) with ``propagation``.
+
+    A direct bind of a shared source joins the source's peer group, and then
+    every later host mount under ``source`` would reach the guest whatever
+    the container asked. So the copy goes through ``stage``, a directory
+    outside the share: bound there, made "slave" (later host mounts still
+    arrive) or "private" (they never do), bound on to ``target``, and
+    ``stage`` is detached again.
+    """
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        stage.mkdir()
+    else:
+        stage.touch(exist_ok=False)
+    try:
+        _mount(str(source), stage, MS_BIND | MS_REC)
+        try:
+            _mount(None, stage, (MS_SLAVE if propagation == "slave" else MS_PRIVATE) | MS_REC)
+            _mount(str(stage), target, MS_BIND | MS_REC)
+        finally:
+            unmount(stage)
+    finally:
+        if stage.is_dir():
+            stage.rmdir()
+        else:
+            stage.unlink()
 
 
 def make_shared(path: Path) -> None:

@@ -14,18 +14,21 @@ Core builds the OCI spec as if the container ran on the host. In a pod VM:
 - the guest is cgroup v2 only: containers get a cgroup namespace;
 - PID namespace paths (``/proc/PID/ns/pid`` of the infra or target
   container) already name guest PIDs, because the runtime reports guest PIDs;
-- host devices do not exist in the guest: dropped (so are OCI hooks, which the
-  runtime refuses before it gets here: they are host programs).
+- OCI hooks are host programs: dropped (the runtime refuses them before it
+  gets here);
+- device nodes are the guest's: a privileged container's copy of the host's
+  /dev gives way to the guest's own (:attr:`GuestSpec.all_guest_devices`),
+  and the agent checks that the guest has each requested device.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GuestSpec", "HostBind", "guest_spec"]
+__all__ = ["GuestSpec", "HostBind", "guest_spec", "propagation_of"]
 
 #: Namespaces a pod VM's containers share with the guest (= the pod).
 SHARED_WITH_GUEST = ("network", "uts", "ipc")
@@ -33,16 +36,36 @@ SHARED_WITH_GUEST = ("network", "uts", "ipc")
 
 @dataclass(frozen=True, slots=True)
 class HostBind:
-    """A host path to bind at ``relative`` under the container's directory in the share."""
+    """A host path to bind at ``relative`` under the container's directory in the share.
+
+    ``propagation`` is what the mount asked for: "slave" (rslave: host mounts
+    made later under ``source`` reach the container) or "private" (they never do).
+    """
 
     source: str
     relative: str
+    propagation: str = "private"
+
+
+def propagation_of(mount: Mapping[str, Any]) -> str:
+    """The propagation a bind mount's options ask for: "shared", "slave" or "private"."""
+    options = set(mount.get("options") or [])
+    for kind in ("shared", "slave"):
+        if kind in options or f"r{kind}" in options:
+            return kind
+    return "private"
 
 
 @dataclass(frozen=True, slots=True)
 class GuestSpec:
     spec: dict[str, Any]
     binds: tuple[HostBind, ...]
+    #: The container gets every device node of the guest (privileged).
+    all_guest_devices: bool = False
+
+
+def _device_key(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (entry.get("path"), entry.get("type"), entry.get("major"), entry.get("minor"))
 
 
 def _is_bind(mount: Mapping[str, Any]) -> bool:
@@ -51,7 +74,10 @@ def _is_bind(mount: Mapping[str, Any]) -> bool:
 
 
 def guest_spec(
-    oci_spec: Mapping[str, Any], host_dir_in_guest: str, shm_sources: tuple[str, ...] = ()
+    oci_spec: Mapping[str, Any],
+    host_dir_in_guest: str,
+    shm_sources: tuple[str, ...] = (),
+    host_nodes: Sequence[Mapping[str, Any]] | None = None,
 ) -> GuestSpec:
     """The guest's config.json and the binds the host must make first.
 
@@ -59,6 +85,9 @@ def guest_spec(
         appears in the guest (``GUEST_SHARE/ctr/ID``); the rootfs goes to
         ``rootfs`` under it, bind number N to ``mounts/N``.
     :param shm_sources: host paths that mean "the pod's /dev/shm".
+    :param host_nodes: for a privileged container given the node's devices,
+        the host's /dev as core listed it: those entries are dropped, and the
+        guest's own take their place.
     """
     spec = copy.deepcopy(dict(oci_spec))
     root = dict(spec.get("root") or {})
@@ -74,7 +103,7 @@ def guest_spec(
                 mount["source"] = "/dev/shm"
             else:
                 relative = f"mounts/{len(binds)}"
-                binds.append(HostBind(source, relative))
+                binds.append(HostBind(source, relative, propagation_of(mount)))
                 mount["source"] = f"{host_dir_in_guest}/{relative}"
         mounts.append(mount)
     spec["mounts"] = mounts
@@ -87,8 +116,14 @@ def guest_spec(
         # its own view of it, as runc pods get on a cgroup v2 host.
         namespaces.append({"type": "cgroup"})
     linux["namespaces"] = namespaces
-    linux.pop("devices", None)
+    if host_nodes is not None:
+        copies = {_device_key(entry) for entry in host_nodes}
+        devices = [d for d in linux.get("devices") or [] if _device_key(d) not in copies]
+        if devices:
+            linux["devices"] = devices
+        else:
+            linux.pop("devices", None)
     spec["linux"] = linux
     spec.pop("hostname", None)
     spec.pop("hooks", None)
-    return GuestSpec(spec, tuple(binds))
+    return GuestSpec(spec, tuple(binds), all_guest_devices=host_nodes is not None)

@@ -107,7 +107,7 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ping": ({}, {}),
     "create": (
         {"container_id": str, "bundle": str},
-        {"tty": bool, "stdin": bool, "runtime": str},
+        {"tty": bool, "stdin": bool, "runtime": str, "guest_devices": bool},
     ),
     "start": ({"container_id": str}, {}),
     "state": ({"container_id": str}, {}),
@@ -124,6 +124,7 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "stats": ({}, {"container_id": str}),
     "update": ({"container_id": str, "resources": dict}, {}),
     "sysctl": ({"values": dict}, {}),
+    "shm": ({"size": int}, {}),
     "network": ({"interfaces": list}, {"routes": list, "hostname": str}),
     "modprobe": ({"names": list, "modules_dir": str}, {}),
     "shutdown": ({}, {"timeout": (int, float)}),

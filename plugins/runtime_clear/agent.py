@@ -51,6 +51,7 @@ MAX_BACKLOG = 32 << 20
 REPLAY_BYTES = 16 << 20
 LINUX_REBOOT_CMD_POWER_OFF = 0x4321FEDC
 SYS_FINIT_MODULE = 313  # x86_64
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 2, 4, 8, 32
 
 
 class Agent:
@@ -269,6 +270,17 @@ class Agent:
         for name in args["names"]:
             load(str(name), ())
         return {"loaded": loaded}
+
+    def op_shm(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
+        """Make the guest's /dev/shm (the pod's) what a runc pod gets: a bounded tmpfs."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        flags = MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        data = f"mode=1777,size={int(args['size'])}".encode()
+        if libc.mount(b"shm", b"/dev/shm", b"tmpfs", ctypes.c_ulong(flags), data) != 0:
+            raise Failure("failed", f"remount /dev/shm: {os.strerror(ctypes.get_errno())}")
+        return {}
 
     def op_sysctl(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
         for key, value in args["values"].items():

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +38,10 @@ __all__ = [
     "VM_DIED_REASON",
     "PodVM",
     "VMContainer",
+    "is_supervisor",
     "read_json",
+    "release_mounts",
+    "stop_orphan",
     "write_json",
 ]
 
@@ -53,12 +58,22 @@ MAX_STRAYS = 10_000
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` atomically: a temporary file of this write's own, fsync, rename.
+
+    Two writers never share a temporary file (one's rename would take the
+    other's away); a failed write removes its own.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -187,7 +202,8 @@ class VMContainer:
             code = int(event.data["exit_code"])
             oom = bool(event.data.get("oom_killed"))
             reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
-            self.exited_with(code, int(event.data.get("finished_at") or time.time_ns()), reason)
+            # The host's clock (see ClearRuntime.start_container), when the exit arrives.
+            self.exited_with(code, max(self.started_at, time.time_ns()), reason)
 
     def exited_with(self, code: int, finished_at: int, reason: str, message: str = "") -> None:
         if self.exit is not None:
@@ -231,12 +247,28 @@ class PodVM:
     #: Events for containers not (yet) adopted: after a crio restart, the agent
     #: delivers what it kept before the containers are restored.
     strays: dict[str, list[_wire.Event]] = field(default_factory=dict)
+    #: Saves run in worker threads (an RPC's and the event saver's at once):
+    #: one at a time, and none once the record is released with the pod.
+    _record_lock: threading.Lock = field(default_factory=threading.Lock)
+    released: bool = False
 
     @property
     def share(self) -> Path:
         return self.vm_dir / "share"
 
     def save(self) -> None:
+        with self._record_lock:
+            if not self.released:
+                self._write()
+
+    def release_record(self) -> None:
+        """Remove the pod's record for good: later saves do nothing."""
+        with self._record_lock:
+            self.released = True
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / POD_STATE).unlink()
+
+    def _write(self) -> None:
         write_json(
             self.run_dir / POD_STATE,
             {
@@ -339,3 +371,32 @@ async def release_mounts(points: list[str]) -> list[str]:
         return failed
 
     return await asyncio.to_thread(run)
+
+
+def is_supervisor(pod: PodVM) -> bool:
+    """The recorded pid is still this pod's supervisor (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pod.supervisor_pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(pod.vm_dir / "vm.json").encode() in cmdline
+
+
+async def stop_orphan(pod: PodVM, grace: float) -> None:
+    """Stop a VM whose agent we could not reach again (after a restart)."""
+    log.warning("pod sandbox %s: stopping its unreachable VM", pod.pod_sandbox_id)
+    try:
+        pidfd = os.pidfd_open(pod.supervisor_pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        await asyncio.wait_for(gone, grace)
+    except (ProcessLookupError, TimeoutError) as exc:
+        log.warning("pod sandbox %s: its supervisor did not stop: %r", pod.pod_sandbox_id, exc)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

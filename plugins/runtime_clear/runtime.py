@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from crio.errors import (
     OCIRuntimeError,
     UnsupportedError,
 )
+from crio.oci.mounts import host_devices
 from crio.oci.runtime import (
     ContainerSpec,
     ContainerState,
@@ -51,6 +51,7 @@ from crio.oci.runtime import (
 from crio_plugins.runtime_clear import _mounts, assets
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear._netns import pin_netns, unpin_netns
+from crio_plugins.runtime_clear._prepare import prepare, refuse_bidirectional
 from crio_plugins.runtime_clear._spec import guest_spec
 from crio_plugins.runtime_clear._streams import attach_session, exec_session, open_port
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
@@ -61,7 +62,9 @@ from crio_plugins.runtime_clear.pods import (
     VM_DIED_REASON,
     PodVM,
     VMContainer,
+    is_supervisor,
     release_mounts,
+    stop_orphan,
 )
 from crio_plugins.runtime_clear.vm import VM, VMSpec
 
@@ -77,6 +80,8 @@ SEQ_SAVE_INTERVAL = 1.0
 #: ExecSync output is capped like conmon's.
 EXEC_SYNC_CAP = 16 << 20
 LOST_EXIT_CODE = 255
+#: The pod's /dev/shm, as big as a runc pod's.
+SHM_SIZE = 64 << 20
 
 
 class ClearRuntime:
@@ -87,6 +92,7 @@ class ClearRuntime:
     ) -> None:
         self.handler_name = handler_name
         self.options = options
+        self.privileged_without_host_devices = handler.privileged_without_host_devices
         self.vm_root = Path(handler.runtime_root or f"/run/crio/vm/{handler_name}")
         self.namespaces_dir = Path(config.crio.runtime.namespaces_dir)
         #: Seconds a stop waits for the exit once it has sent SIGKILL (ctr_stop_timeout).
@@ -105,6 +111,7 @@ class ClearRuntime:
             options.accel, host_facts(), key=f"crio.runtime.runtimes.{handler_name}.accel"
         )
         self.pods: dict[str, PodVM] = {}
+        self._lsm_args: tuple[str, ...] = ()
         self.containers: dict[str, VMContainer] = {}
         self._problem = ("VMNotStarted", "the runtime has not started")
         self._saver: asyncio.Task[None] | None = None
@@ -133,6 +140,7 @@ class ClearRuntime:
                         await asyncio.to_thread(pod.save)
 
     def _check(self) -> tuple[str, str]:
+        self._lsm_args = _mirror_lsm()
         for what, path in (("qemu", self.options.qemu), ("virtiofsd", self.options.virtiofsd)):
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 return "VMToolMissing", f"{what} {path} is not an executable file"
@@ -193,7 +201,7 @@ class ClearRuntime:
             hostname=pod.hostname,
             qemu=self.options.qemu,
             virtiofsd=self.options.virtiofsd,
-            kernel_args=self.options.kernel_args,
+            kernel_args=(*self._lsm_args, *self.options.kernel_args),
         )
 
     async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
@@ -244,6 +252,7 @@ class ClearRuntime:
             vm.accel,
             vm.ready.get("kernel"),
         )
+        await vm.call("shm", size=SHM_SIZE)
         if pod.sysctls:
             try:
                 await vm.call("sysctl", values=pod.sysctls)
@@ -256,7 +265,7 @@ class ClearRuntime:
             log.warning("pod sandbox %s: no %s; its VM is lost", spec.pod_sandbox_id, POD_STATE)
             return PodNamespaces()
         self.pods[spec.pod_sandbox_id] = pod
-        if not pod.stopped and pod.supervisor_pid and _is_supervisor(pod):
+        if not pod.stopped and pod.supervisor_pid and is_supervisor(pod):
             try:
                 vm = await VM.reattach(
                     self._vm_spec(pod),
@@ -283,8 +292,8 @@ class ClearRuntime:
                 if not pod.vm.died.done():
                     await pod.vm.shutdown(timeout=KILL_GRACE)
                 await pod.vm.release()
-            elif pod.supervisor_pid and _is_supervisor(pod):
-                await _stop_orphan(pod)
+            elif pod.supervisor_pid and is_supervisor(pod):
+                await stop_orphan(pod, KILL_GRACE)
 
     async def remove_sandbox(self, pod_sandbox_id: str) -> None:
         pod = self.pods.get(pod_sandbox_id)
@@ -298,8 +307,7 @@ class ClearRuntime:
             _mounts.unmount(pod.share)
             unpin_netns(pod.netns)
             shutil.rmtree(pod.vm_dir, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                (pod.run_dir / POD_STATE).unlink()
+            pod.release_record()
 
         await asyncio.to_thread(release)
         self.pods.pop(pod_sandbox_id, None)
@@ -347,7 +355,11 @@ class ClearRuntime:
                 f"does not run OCI hooks, and crio.runtime.hooks_dir matched it ({stages})"
             )
         guest_dir = f"{GUEST_SHARE}/ctr/{cid}"
-        made = guest_spec(spec.oci_spec, guest_dir)
+        refuse_bidirectional(spec.oci_spec, cid, self.handler_name)
+        host_nodes = None
+        if spec.privileged and not self.privileged_without_host_devices:
+            host_nodes = await asyncio.to_thread(host_devices)
+        made = guest_spec(spec.oci_spec, guest_dir, host_nodes=host_nodes)
         namespaces = made.spec.get("linux", {}).get("namespaces", [])
         ctr = VMContainer(
             container_id=cid,
@@ -365,8 +377,12 @@ class ClearRuntime:
             log_size_max=self.log_size_max,
         )
         rootfs = str(spec.oci_spec.get("root", {}).get("path", ""))
+        stage = pod.vm_dir / "stage" / cid
         try:
-            await asyncio.to_thread(_prepare, ctr, rootfs, made.binds, made.spec)
+            try:
+                await asyncio.to_thread(prepare, ctr, rootfs, made.binds, made.spec, stage)
+            except OSError as exc:
+                raise OCIRuntimeError(f"container {cid}: cannot make its share: {exc}") from None
             ctr.open_log()
             pod.adopt(ctr)
             self.containers[cid] = ctr
@@ -377,6 +393,8 @@ class ClearRuntime:
                 tty=spec.tty,
                 stdin=spec.stdin,
                 runtime=self.options.guest_runtime,
+                # Only when asked: an agent of an older crio does not know the argument.
+                **({"guest_devices": True} if made.all_guest_devices else {}),
             )
             ctr.pid = int(created["pid"])
             await asyncio.to_thread(ctr.save)
@@ -421,15 +439,20 @@ class ClearRuntime:
             return ctr.state()
         if status["status"] == "stopped":
             code = int(status.get("exit_code") or 0)
-            finished = int(status.get("finished_at") or time.time_ns())
+            # The guest's clock is all there is for an exit while crio was down; it may
+            # run behind the host's (TCG): kept between the start and now.
+            now = time.time_ns()
+            finished = min(now, max(ctr.started_at, int(status.get("finished_at") or now)))
             ctr.exited_with(code, finished, "Completed" if code == 0 else "Error")
         return ctr.state()
 
     async def start_container(self, container_id: str) -> None:
         ctr = self._get(container_id)
         vm = self._vm(self._pod(ctr.pod_sandbox_id))
-        result = await vm.call("start", container_id=container_id)
-        ctr.started_at = int(result.get("started_at") or time.time_ns())
+        await vm.call("start", container_id=container_id)
+        # The host's clock, as for every time CRI reports: the guest's can run seconds
+        # behind it under TCG, and started_at must not come before created_at.
+        ctr.started_at = time.time_ns()
         await asyncio.to_thread(ctr.save)
 
     async def _kill(self, ctr: VMContainer, signum: int) -> None:
@@ -568,56 +591,23 @@ def _stats(data: dict[str, Any]) -> ContainerStats:
     )
 
 
-def _is_supervisor(pod: PodVM) -> bool:
-    """The recorded pid is still this pod's supervisor (not a reused pid)."""
+#: The guest kernel's security modules that label processes (AppArmor, SELinux,
+#: Smack) left out: the rest of Debian's default list.
+UNLABELLED_LSMS = "lsm=landlock,lockdown,yama,loadpin,safesetid,integrity,bpf"
+
+
+def _mirror_lsm() -> tuple[str, ...]:
+    """Kernel arguments that give the guest the node's process labelling: some, or none.
+
+    crio sets no AppArmor or SELinux label, so a runc container has the
+    node's default one ("unconfined") where the node has such a module and no
+    label at all where it has none (``/proc/self/attr/current`` answers
+    EINVAL). The guest's kernel has AppArmor and SELinux built in, and must
+    not bring what the node lacks.
+    """
     try:
-        cmdline = Path(f"/proc/{pod.supervisor_pid}/cmdline").read_bytes()
+        with open("/proc/self/attr/current", "rb") as handle:
+            handle.read()
     except OSError:
-        return False
-    return str(pod.vm_dir / "vm.json").encode() in cmdline
-
-
-async def _stop_orphan(pod: PodVM) -> None:
-    """Stop a VM whose agent we could not reach again (after a restart)."""
-    log.warning("pod sandbox %s: stopping its unreachable VM", pod.pod_sandbox_id)
-    try:
-        pidfd = os.pidfd_open(pod.supervisor_pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        await asyncio.wait_for(gone, KILL_GRACE)
-    except (ProcessLookupError, TimeoutError) as exc:
-        log.warning("pod sandbox %s: its supervisor did not stop: %r", pod.pod_sandbox_id, exc)
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
-def _prepare(ctr: VMContainer, rootfs: str, binds: Sequence[Any], spec: dict[str, Any]) -> None:
-    """On the host: bind the rootfs and mount sources into the share, write config.json."""
-    if not rootfs:
-        raise InvalidRequestError(f"container {ctr.container_id}: the OCI spec has no root.path")
-    target = ctr.host_dir / "rootfs"
-    target.mkdir(parents=True)
-    _mounts.bind(Path(rootfs), target)
-    ctr.mounts.append(str(target))
-    for bind in binds:
-        source, point = Path(bind.source), ctr.host_dir / bind.relative
-        point.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            point.mkdir()
-        elif source.exists():
-            point.touch()
-        else:
-            raise InvalidRequestError(
-                f"container {ctr.container_id}: mount source {source} does not exist"
-            )
-        _mounts.bind(source, point)
-        ctr.mounts.append(str(point))
-    payload = json.dumps(spec)
-    (ctr.host_dir / "config.json").write_text(payload)
-    (ctr.bundle / "config.json").write_text(payload)
+        return (UNLABELLED_LSMS,)
+    return ()

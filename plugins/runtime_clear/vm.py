@@ -51,6 +51,7 @@ AGENT_FILES = (
     "_guest_loop.py",
     "_guest_procs.py",
     "_guest_oci.py",
+    "_guest_spec.py",
     "_guest_net.py",
 )
 AGENT_DIR = ".agent"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,20 @@ def parse_net_dev(text: str) -> list[InterfaceStats]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write the runtime's own record of an object (run-time state, not fsynced)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    """Write the runtime's own record of an object (run-time state, not fsynced).
+
+    Atomic: a temporary file of this write's own (two writers never share
+    one), renamed over ``path``; removed again when the write fails.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from crio_plugins.runtime_clear._crilog import encode_chunk, rfc3339_nano
-from crio_plugins.runtime_clear._spec import HostBind, guest_spec
+from crio_plugins.runtime_clear._spec import HostBind, guest_spec, propagation_of
 
 GUEST_DIR = "/run/vm/share/ctr/c1"
 
@@ -70,7 +70,7 @@ def test_pod_namespaces_are_the_guests_and_host_things_go() -> None:
         {"type": "pid", "path": "/proc/42/ns/pid"},  # a guest PID already
         {"type": "cgroup"},
     ]
-    assert "hostname" not in spec and "hooks" not in spec and "devices" not in spec["linux"]
+    assert "hostname" not in spec and "hooks" not in spec
     assert spec["linux"]["cgroupsPath"] == "/crio/pod-p1/crio-c1"
     assert spec["linux"]["resources"] == {"memory": {"limit": 1 << 28}}
 
@@ -82,6 +82,47 @@ def test_containers_get_a_cgroup_namespace_in_the_cgroup_v2_guest() -> None:
         {"type": "mount"},
         {"type": "cgroup"},
     ]
+
+
+def test_requested_devices_stay_for_the_agent_to_check() -> None:
+    made = guest_spec(_core_spec(), GUEST_DIR)
+    assert made.spec["linux"]["devices"] == [
+        {"path": "/dev/kvm", "type": "c", "major": 10, "minor": 232}
+    ]
+    assert not made.all_guest_devices
+
+
+def test_a_privileged_containers_copy_of_the_host_dev_gives_way_to_the_guests() -> None:
+    core = _core_spec()
+    host = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+            {"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}]  # fmt: skip
+    asked = {"path": "/dev/myfuse", "type": "c", "major": 10, "minor": 229}
+    core["linux"]["devices"] = [*host, asked]
+    made = guest_spec(core, GUEST_DIR, host_nodes=host)
+    assert made.all_guest_devices
+    assert made.spec["linux"]["devices"] == [asked]
+    core["linux"]["devices"] = list(host)
+    assert "devices" not in guest_spec(core, GUEST_DIR, host_nodes=host).spec["linux"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["rbind", "rprivate", "rw"], "private"),
+        (["rbind", "rslave", "ro"], "slave"),
+        (["rbind", "rshared", "rw"], "shared"),
+        (["bind", "slave"], "slave"),
+        (["bind", "ro"], "private"),
+    ],
+)
+def test_propagation_of_a_bind(options: list[str], expected: str) -> None:
+    assert propagation_of({"options": options}) == expected
+
+
+def test_binds_carry_their_propagation() -> None:
+    core = _core_spec()
+    core["mounts"][3]["options"] = ["rbind", "rslave", "rw"]
+    assert guest_spec(core, GUEST_DIR).binds[1] == HostBind("/srv/vol", "mounts/1", "slave")
 
 
 def test_the_input_is_not_changed() -> None:
