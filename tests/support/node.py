@@ -98,7 +98,9 @@ def start_node(
     | Callable[[Path], Mapping[str, Mapping[str, Any]]]
     | None = None,
     env: Mapping[str, str] | None = None,
+    seed: Callable[[Path, Path], None] | None = None,
 ) -> Node:
+    """A started crio with the busybox and pause images; ``seed(root, runroot)`` adds more."""
     for binary in ("/usr/bin/runc", "/usr/bin/crun", "/usr/bin/conmon"):
         if not os.access(binary, os.X_OK):
             pytest.skip(f"{binary} is not installed")
@@ -115,6 +117,8 @@ def start_node(
 
     process = CrioProcess(all_tables)
     seed_images(process.base / "root", process.base / "runroot")
+    if seed is not None:
+        seed(process.base / "root", process.base / "runroot")
     process.start(env=env)
     channel = grpc.insecure_channel(f"unix://{process.socket}")
     return Node(process, Cri(channel), _channel=channel)

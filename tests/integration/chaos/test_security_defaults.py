@@ -1,6 +1,6 @@
 """The defaults a container gets, checked from inside it (both handlers).
 
-What tests/integration/runtime/test_container_security.py already covers
+What tests/integration/conformance/test_security.py already covers
 (capability sets per request, unshare of a user namespace refused without
 CAP_SYS_ADMIN, the Unconfined and Localhost profiles, a read-only rootfs,
 /proc/kcore and no_new_privs) is not repeated; here: the kernel keyring and
