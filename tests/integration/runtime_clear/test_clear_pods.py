@@ -1,17 +1,16 @@
-"""Clear pods through a real crio: one pod VM for this module, next to runc and crun pods.
+"""Clear pods through a real crio on a CNI bridge: one pod VM for this module, next to runc pods.
 
-crio runs with handlers runc, crun and clear (runtime_type "vm") on a real
-CNI bridge. The clear pod's VM boots once; the tests drive its containers
-through CRI: create, start, logs, exec, stop, remove, stats, the guest
-kernel seen from inside, the pod IP reached from a runc pod, and cleanup.
+What only a VM pod has: the guest kernel seen from inside, the pod IP on the
+bridge reached from a runc pod and back, the guest's interfaces in the pod
+stats, and a teardown that leaves no VM process or mount. The CRI cases a VM
+pod shares with runc and crun pods (exec, attach, logs, port forward,
+resources ...) are in ../conformance, run on all three.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -27,7 +26,6 @@ from crio.api import api_pb2 as api
 from support.cni import CNIEnv
 from support.cri import container_config, rpc_error
 from support.node import Node, start_node, stop_node
-from support.spdy_client import SpdyClient, exec_session
 from support.vm import vm_assets_or_skip
 
 pytestmark = pytest.mark.slow
@@ -137,26 +135,6 @@ def test_container_lifecycle_logs_exec_and_the_guest_kernel(clear: ClearNode) ->
     assert error.code() is grpc.StatusCode.NOT_FOUND
 
 
-def test_a_container_that_exits_by_itself_is_recorded(clear: ClearNode) -> None:
-    cid = clear.cri.create(
-        clear.pod_id, container_config("quick", ["sh", "-c", "exit 4"]), start=True
-    )
-    _wait(lambda: clear.cri.status(cid).state == api.CONTAINER_EXITED, "the exit")
-    status = clear.cri.status(cid)
-    assert (status.exit_code, status.reason) == (4, "Error")
-    assert status.finished_at >= status.started_at > 0
-    clear.cri.remove(cid)
-
-
-def test_exec_sync_timeout_is_deadline_exceeded(clear: ClearNode) -> None:
-    cid = clear.cri.create(clear.pod_id, container_config("slow"), start=True)
-    request = api.ExecSyncRequest(container_id=cid, cmd=["sleep", "60"], timeout=2)
-    error = rpc_error(clear.cri.rt.ExecSync, request)
-    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
-    clear.cri.stop(cid)
-    clear.cri.remove(cid)
-
-
 def test_runc_crun_and_clear_pods_side_by_side(clear: ClearNode) -> None:
     kernels = {}
     for handler in ("runc", "crun"):
@@ -205,122 +183,6 @@ def test_the_clear_pod_ip_is_reachable_from_a_runc_pod_and_back(clear: ClearNode
     assert _fetch(clear, in_vm, runc_ip) == b"served-from-runc\n"
 
 
-def test_volumes_and_pod_files_reach_the_guest(clear: ClearNode) -> None:
-    volume = clear.node.base / f"vol-{time.monotonic_ns()}"
-    volume.mkdir()
-    (volume / "from-host").write_text("host data\n")
-    mounts = [api.Mount(container_path="/data", host_path=str(volume))]
-    cid = clear.cri.create(clear.pod_id, container_config("vol", mounts=mounts), start=True)
-    assert clear.cri.exec(cid, ["cat", "/data/from-host"]).stdout == b"host data\n"
-    assert clear.cri.exec(cid, ["sh", "-c", "echo guest data > /data/from-guest"]).exit_code == 0
-    assert (volume / "from-guest").read_text() == "guest data\n"
-    hosts = clear.cri.exec(cid, ["cat", "/etc/hosts"]).stdout.decode()
-    assert "clearpod" in hosts
-    clear.cri.stop(cid)
-    clear.cri.remove(cid)
-
-
-def _exec_url(clear: ClearNode, cid: str, cmd: list[str], **flags: bool) -> str:
-    request = api.ExecRequest(container_id=cid, cmd=cmd, stdout=True, stderr=True)
-    for name, value in flags.items():
-        setattr(request, name, value)
-    return str(clear.cri.rt.Exec(request).url)
-
-
-def test_streaming_exec_stdin_and_tty(clear: ClearNode) -> None:
-    cid = clear.cri.create(clear.pod_id, container_config("stream"), start=True)
-    url = _exec_url(clear, cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
-    outcome = asyncio.run(exec_session(url))
-    assert (outcome.stdout, outcome.stderr, outcome.exit_code) == (b"out\n", b"err\n", 3)
-
-    payload = os.urandom(300_000)
-    url = _exec_url(clear, cid, ["cat"], stdin=True, stderr=False)
-    assert asyncio.run(exec_session(url, stdin=payload, stderr=False)).stdout == payload
-
-    url = _exec_url(
-        clear, cid, ["sh", "-c", "read x; tty; stty size"], tty=True, stdin=True, stderr=False
-    )
-    outcome = asyncio.run(
-        exec_session(url, stdin=b"go\n", tty=True, stderr=False, resize=[(99, 33)])
-    )
-    assert outcome.exit_code == 0
-    assert b"/dev/pts/" in outcome.stdout and b"33 99" in outcome.stdout
-
-
-def test_attach_and_log_reopen(clear: ClearNode) -> None:
-    config = container_config("att", ["sh", "-c", "while read l; do echo got $l; done"])
-    config.stdin = True
-    cid = clear.cri.create(clear.pod_id, config, start=True)
-    url = clear.cri.rt.Attach(
-        api.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
-    ).url
-
-    async def attach(line: bytes) -> bytes:
-        client = await SpdyClient.connect(url)
-        await client.open_stream({"streamType": "error"})
-        stdin = await client.open_stream({"streamType": "stdin"})
-        stdout = await client.open_stream({"streamType": "stdout"})
-        await client.open_stream({"streamType": "stderr"})
-        await stdin.write(line)
-        seen = b""
-        while b"got" not in seen:
-            chunk = await stdout.read()
-            assert chunk
-            seen += chunk
-        await client.close()
-        return seen
-
-    assert asyncio.run(attach(b"hello\n")) == b"got hello\n"
-    assert clear.cri.status(cid).state == api.CONTAINER_RUNNING  # detached, still running
-    log_path = Path(clear.cri.status(cid).log_path)
-    _wait(lambda: "got hello" in _log_text(str(log_path)), "the attach output in the log")
-    log_path.rename(log_path.with_suffix(".1"))
-    clear.cri.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
-    url = clear.cri.rt.Attach(api.AttachRequest(container_id=cid, stdin=True, stdout=True)).url
-    asyncio.run(attach(b"again\n"))
-    _wait(lambda: "got again" in _log_text(str(log_path)), "output in the reopened log")
-    assert "got hello" not in _log_text(str(log_path))
-    clear.cri.stop(cid)
-    clear.cri.remove(cid)
-
-
-def _forward(url: str, port: int, payload: bytes) -> bytes:
-    async def run() -> bytes:
-        client = await SpdyClient.connect(url, ["portforward.k8s.io"])
-        headers = {"port": str(port), "requestID": "0"}
-        error = await client.open_stream({**headers, "streamType": "error"})
-        await error.close()
-        data = await client.open_stream({**headers, "streamType": "data"})
-        await data.write(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = await data.read()
-            assert chunk, await error.read_all()
-            got += chunk
-        await client.close()
-        return got
-
-    return asyncio.run(run())
-
-
-def test_port_forward_into_the_pod_vm(clear: ClearNode) -> None:
-    clear.cri.create(
-        clear.pod_id, container_config("echo", ["nc", "-ll", "-p", "8081", "-e", "/bin/cat"]),
-        start=True,
-    )  # fmt: skip
-    payload = os.urandom(200_000)
-    request = api.PortForwardRequest(pod_sandbox_id=clear.pod_id, port=[8081])
-    for _ in range(150):  # until the listener is up in the guest
-        try:
-            assert _forward(clear.cri.rt.PortForward(request).url, 8081, payload) == payload
-            return
-        except AssertionError as exc:
-            if b"refused" not in str(exc).encode().lower():
-                raise
-        time.sleep(0.2)
-    raise AssertionError("the pod VM never listened on 8081")
-
-
 def test_resources_are_updated_in_the_guest_and_pod_stats_come_from_it(clear: ClearNode) -> None:
     cid = clear.cri.create(clear.pod_id, container_config("res"), start=True)
     limit = 96 * 1024 * 1024
@@ -345,13 +207,6 @@ def test_resources_are_updated_in_the_guest_and_pod_stats_come_from_it(clear: Cl
     assert "eth0" in names, stats.linux.network
     clear.cri.stop(cid)
     clear.cri.remove(cid)
-
-
-def test_node_namespaces_are_refused_for_vm_pods(clear: ClearNode) -> None:
-    for kwargs in ({"host_network": True}, {"host_network": False, "pid": api.NODE}):
-        error = rpc_error(clear.cri.run_pod, clear.node.pod(**kwargs), runtime_handler="clear")
-        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert "namespace_options" in error.details() and "runtime_type 'vm'" in error.details()
 
 
 def test_zz_stopping_and_removing_the_pod_leaves_nothing(clear: ClearNode) -> None:
