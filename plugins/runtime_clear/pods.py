@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crio.oci.runtime import ContainerState, State
+from crio.oci.runtime import ContainerState, ContainerStats, State
 from crio_plugins.runtime_clear import _mounts, _wire
 from crio_plugins.runtime_clear._crilog import encode_chunk
 from crio_plugins.runtime_clear.vm import VM, VMExit
@@ -41,6 +41,7 @@ __all__ = [
     "is_supervisor",
     "read_json",
     "release_mounts",
+    "stats_from_agent",
     "stop_orphan",
     "write_json",
 ]
@@ -400,3 +401,19 @@ async def stop_orphan(pod: PodVM, grace: float) -> None:
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
+
+
+def stats_from_agent(data: dict[str, Any]) -> ContainerStats:
+    """The agent's ``stats`` answer as a ContainerStats."""
+    return ContainerStats(
+        timestamp=int(data.get("timestamp") or time.time_ns()),
+        cpu_usage_core_nanoseconds=int(data.get("cpu_usage_ns", 0)),
+        memory_working_set_bytes=int(data.get("memory_working_set_bytes", 0)),
+        memory_usage_bytes=int(data.get("memory_usage_bytes", 0)),
+        oom_kill_count=int(data.get("oom_kill_count", 0)),
+        memory_rss_bytes=int(data.get("memory_rss_bytes", 0)),
+        memory_limit_bytes=int(data.get("memory_limit_bytes", 0)),
+        page_faults=int(data.get("page_faults", 0)),
+        major_page_faults=int(data.get("major_page_faults", 0)),
+        process_count=int(data.get("process_count", 0)),
+    )

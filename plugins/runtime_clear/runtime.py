@@ -64,6 +64,7 @@ from crio_plugins.runtime_clear.pods import (
     VMContainer,
     is_supervisor,
     release_mounts,
+    stats_from_agent,
     stop_orphan,
 )
 from crio_plugins.runtime_clear.vm import VM, VMSpec
@@ -219,7 +220,12 @@ class ClearRuntime:
         reason, message = self._problem
         if reason:
             raise OCIRuntimeError(f"runtime handler {self.handler_name} is not ready: {message}")
-        netns = await pin_netns(self.namespaces_dir, spec.pod_sandbox_id)
+        try:
+            netns = await pin_netns(self.namespaces_dir, spec.pod_sandbox_id)
+        except OSError as exc:
+            raise OCIRuntimeError(
+                f"pod sandbox {spec.pod_sandbox_id}: cannot make its network namespace: {exc}"
+            ) from exc
         pod = PodVM(
             pod_sandbox_id=spec.pod_sandbox_id,
             run_dir=spec.run_dir,
@@ -232,8 +238,12 @@ class ClearRuntime:
         try:
             await asyncio.to_thread(pod.vm_dir.mkdir, parents=True, exist_ok=False)
             await asyncio.to_thread(pod.save)
-        except BaseException:
+        except BaseException as exc:
             await asyncio.to_thread(unpin_netns, netns)
+            if isinstance(exc, OSError):
+                raise OCIRuntimeError(
+                    f"pod sandbox {spec.pod_sandbox_id}: cannot make its VM directory: {exc}"
+                ) from exc
             raise
         self.pods[spec.pod_sandbox_id] = pod
         return PodNamespaces(network=netns)
@@ -241,7 +251,12 @@ class ClearRuntime:
     async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
         pod = self._pod(pod_sandbox_id)
         started = time.monotonic()
-        vm = await VM.boot(self._vm_spec(pod), timeout=self.options.boot_timeout)
+        try:
+            vm = await VM.boot(self._vm_spec(pod), timeout=self.options.boot_timeout)
+        except OSError as exc:  # its directory, the share's mount, the supervisor
+            raise OCIRuntimeError(
+                f"pod sandbox {pod_sandbox_id}: its VM cannot boot: {exc}"
+            ) from exc
         pod.supervisor_pid = vm.supervisor_pid
         await asyncio.to_thread(pod.save)
         pod.watch(vm)
@@ -319,7 +334,7 @@ class ClearRuntime:
             return SandboxStats(usage=ContainerStats(timestamp=now))
         data = await self._vm(pod).call("stats")
         interfaces = [InterfaceStats(**i) for i in data.pop("interfaces", [])]
-        return SandboxStats(usage=_stats(data), interfaces=interfaces)
+        return SandboxStats(usage=stats_from_agent(data), interfaces=interfaces)
 
     async def list_sandbox_stats(self, pod_sandbox_ids: Sequence[str]) -> dict[str, SandboxStats]:
         # Each pod is its own VM, asked over its own channel: they run concurrently.
@@ -573,22 +588,7 @@ class ClearRuntime:
         pod = self.pods.get(ctr.pod_sandbox_id)
         if ctr.exit is not None or not ctr.started_at or pod is None or not pod.alive():
             return ContainerStats(timestamp=time.time_ns())
-        return _stats(await self._vm(pod).call("stats", container_id=container_id))
-
-
-def _stats(data: dict[str, Any]) -> ContainerStats:
-    return ContainerStats(
-        timestamp=int(data.get("timestamp") or time.time_ns()),
-        cpu_usage_core_nanoseconds=int(data.get("cpu_usage_ns", 0)),
-        memory_working_set_bytes=int(data.get("memory_working_set_bytes", 0)),
-        memory_usage_bytes=int(data.get("memory_usage_bytes", 0)),
-        oom_kill_count=int(data.get("oom_kill_count", 0)),
-        memory_rss_bytes=int(data.get("memory_rss_bytes", 0)),
-        memory_limit_bytes=int(data.get("memory_limit_bytes", 0)),
-        page_faults=int(data.get("page_faults", 0)),
-        major_page_faults=int(data.get("major_page_faults", 0)),
-        process_count=int(data.get("process_count", 0)),
-    )
+        return stats_from_agent(await self._vm(pod).call("stats", container_id=container_id))
 
 
 #: The guest kernel's security modules that label processes (AppArmor, SELinux,
