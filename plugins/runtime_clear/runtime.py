@@ -49,6 +49,7 @@ from crio.oci.runtime import (
     StreamIO,
 )
 from crio_plugins.runtime_clear import _mounts, assets
+from crio_plugins.runtime_clear._guest_kernel import node_lsm_args
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear._netns import pin_netns, unpin_netns
 from crio_plugins.runtime_clear._prepare import prepare, refuse_bidirectional
@@ -141,7 +142,7 @@ class ClearRuntime:
                         await asyncio.to_thread(pod.save)
 
     def _check(self) -> tuple[str, str]:
-        self._lsm_args = _mirror_lsm()
+        self._lsm_args = node_lsm_args()
         for what, path in (("qemu", self.options.qemu), ("virtiofsd", self.options.virtiofsd)):
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 return "VMToolMissing", f"{what} {path} is not an executable file"
@@ -589,25 +590,3 @@ class ClearRuntime:
         if ctr.exit is not None or not ctr.started_at or pod is None or not pod.alive():
             return ContainerStats(timestamp=time.time_ns())
         return stats_from_agent(await self._vm(pod).call("stats", container_id=container_id))
-
-
-#: The guest kernel's security modules that label processes (AppArmor, SELinux,
-#: Smack) left out: the rest of Debian's default list.
-UNLABELLED_LSMS = "lsm=landlock,lockdown,yama,loadpin,safesetid,integrity,bpf"
-
-
-def _mirror_lsm() -> tuple[str, ...]:
-    """Kernel arguments that give the guest the node's process labelling: some, or none.
-
-    crio sets no AppArmor or SELinux label, so a runc container has the
-    node's default one ("unconfined") where the node has such a module and no
-    label at all where it has none (``/proc/self/attr/current`` answers
-    EINVAL). The guest's kernel has AppArmor and SELinux built in, and must
-    not bring what the node lacks.
-    """
-    try:
-        with open("/proc/self/attr/current", "rb") as handle:
-            handle.read()
-    except OSError:
-        return (UNLABELLED_LSMS,)
-    return ()
