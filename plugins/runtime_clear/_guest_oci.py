@@ -59,7 +59,6 @@ def guest_stats() -> dict[str, Any]:
         "memory_usage_bytes": used,
         "memory_working_set_bytes": used,
         "memory_limit_bytes": meminfo.get("MemTotal", 0),
-        "process_count": sum(1 for name in os.listdir("/proc") if name.isdigit()),
         "interfaces": interfaces,
     }
 
@@ -279,7 +278,7 @@ class Containers:
     def op_stats(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
         """A container's cgroup, or without ``container_id`` the whole guest."""
         if "container_id" not in args:
-            return guest_stats()
+            return {**guest_stats(), "process_count": self._pod_processes()}
         cid = args["container_id"]
         proc = self.container(cid)
         base = "/sys/fs/cgroup/" + proc.cgroup.strip("/")
@@ -304,6 +303,15 @@ class Containers:
             "oom_kill_count": int(events.get("oom_kill", 0)),
             "process_count": pids,
         }
+
+    def _pod_processes(self) -> int:
+        """Processes in the containers' cgroups: what a runc pod counts in its cgroup
+        (not the agent, nor the guest kernel's threads)."""
+        total = 0
+        for cgroup in {p.cgroup for p in self.containers.values() if p.cgroup}:
+            with contextlib.suppress(OSError, ValueError):
+                total += int(read_text(f"/sys/fs/cgroup/{cgroup.strip('/')}/pids.current"))
+        return total
 
     def op_update(self, rid: int, args: dict[str, Any]) -> None:
         cid = args["container_id"]

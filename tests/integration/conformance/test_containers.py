@@ -208,7 +208,8 @@ def test_container_and_pod_stats(case: Case) -> None:
     assert pod.attributes.id == pod_id
     assert pod.linux.memory.working_set_bytes.value > 0
     assert pod.linux.cpu.usage_core_nano_seconds.value >= first.cpu.usage_core_nano_seconds.value
-    assert pod.linux.process.process_count.value >= 1
+    # The pod's processes (infra and containers), not every process of a pod VM's guest.
+    assert 1 <= pod.linux.process.process_count.value < 20
     assert cid in [c.attributes.id for c in pod.linux.containers]
     pods = case.cri.rt.ListPodSandboxStats(api.ListPodSandboxStatsRequest()).stats
     assert pod_id in [p.attributes.id for p in pods]
