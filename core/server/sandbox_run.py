@@ -8,7 +8,9 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crio.api import api_pb2 as api
 from crio.errors import InvalidRequestError, UnavailableError
@@ -45,6 +47,9 @@ from crio.server.deps import Deps
 from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerState, SandboxRecord, sandbox_name_key
 
+if TYPE_CHECKING:
+    from crio.config import RuntimeConfig
+
 __all__ = [
     "HANDLER_FILE",
     "TRUSTED_SANDBOX_ANNOTATION",
@@ -65,10 +70,14 @@ def sandbox_run_dir(deps: Deps, pod_sandbox_id: str) -> Path:
 
 
 def choose_handler(
-    deps: Deps, requested: str, annotations: dict[str, str], host_namespaces: bool
+    runtime: RuntimeConfig, requested: str, annotations: Mapping[str, str], host_namespaces: bool
 ) -> str:
-    """The handler for a pod: RuntimeClass's, else the 2017 trust rules, else the default."""
-    runtime = deps.config.crio.runtime
+    """The handler for a pod: RuntimeClass's, else the 2017 trust rules, else the default.
+
+    :param runtime: the ``[crio.runtime]`` table (its handlers and trust settings).
+    :raises InvalidRequestError: an unknown handler, a TrustedSandbox value
+        other than ``true`` or ``false``.
+    """
     if requested:
         if requested not in runtime.runtimes:
             have = ", ".join(sorted(runtime.runtimes))
@@ -266,7 +275,9 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
     _validate(config)
     ns = config.linux.security_context.namespace_options
     host_namespaces = api.NODE in (ns.network, ns.pid, ns.ipc)
-    handler = choose_handler(deps, req.runtime_handler, dict(config.annotations), host_namespaces)
+    handler = choose_handler(
+        deps.config.crio.runtime, req.runtime_handler, config.annotations, host_namespaces
+    )
     runtime = runtime_of(deps, handler)
     allowed = allowed_annotations(deps, handler, config.annotations)
     shm_size = pod_annotations.shm_size(allowed)  # bad values: refused before anything is made
