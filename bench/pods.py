@@ -291,8 +291,14 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+#: The pods' PID namespace mode: api.CONTAINER (the kubelet's default) or api.POD
+#: (shareProcessNamespace: the pod needs an infra process as PID 1). Set by --share-pid.
+PID_MODE = api.CONTAINER
+
+
 def _pod(peer: Peer, host_network: bool) -> api.PodSandboxConfig:
     config = pod_config(host_network=host_network)
+    config.linux.security_context.namespace_options.pid = PID_MODE
     config.linux.cgroup_parent = f"{peer.cgroup_root}/pod-{config.metadata.uid}"
     config.log_directory = f"/tmp/bench-logs/{peer.name}/{config.metadata.uid}"
     return config
@@ -447,11 +453,18 @@ def main() -> None:
         default="unconfined",
         help="the profile both daemons are asked for (the kubelet's default is unconfined)",
     )
-    parser.add_argument("--rss-pods", type=int, default=50)
+    parser.add_argument(
+        "--share-pid",
+        action="store_true",
+        help="pods share one PID namespace (shareProcessNamespace): an infra process each",
+    )
+    parser.add_argument("--rss-pods", type=int, default=50, help="0: skip RSS and ListContainers")
     parser.add_argument("--list-containers", type=int, default=500)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/pods.py needs root")
+    global PID_MODE
+    PID_MODE = api.POD if args.share_pid else api.CONTAINER
     base = Path(tempfile.mkdtemp(prefix="crio-bench-", dir="/tmp"))
     try:
         with peers(base, not args.no_containerd) as started:
@@ -469,7 +482,8 @@ def main() -> None:
             print(
                 f"# {args.pods} pods per daemon after {args.warmup} warm-ups, "
                 f"{'host network' if args.host_network else 'bridge CNI'}, seccomp {args.seccomp}, "
-                f"busybox sleep; ms"
+                f"{'shared PID namespace' if args.share_pid else 'PID namespace per container'}, "
+                f"busybox sleep; load average {os.getloadavg()[0]:.1f}; ms"
             )
             names = [p.name for p in started]
             header = [f"{n} median/p90" for n in names] + (
@@ -492,6 +506,8 @@ def main() -> None:
 
             if not args.host_network:
                 network_section(started, results, args)
+            if not args.rss_pods:
+                return
 
             print(f"\n# RSS (KiB): idle, then with {args.rss_pods} pods of one running container")
             for peer in started:
