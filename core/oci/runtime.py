@@ -234,6 +234,12 @@ class Runtime(Protocol):
     stopped or gone is not an error.
     """
 
+    #: True when :meth:`start_sandbox` ignores its ``network`` argument, so that core may
+    #: start the sandbox first and make its infra container while the network is set up
+    #: (runc: the namespaces are pinned already). False when the sandbox must be wired
+    #: to the network before containers exist in it (a VM).
+    sandbox_independent_of_network: bool
+
     async def start(self) -> None:
         """Called once when crio starts, before any other method: check the
         runtime's binaries and prepare directories. Core then hands back the

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crio.errors import CrioError, UnavailableError
 from crio.events import ContainerEvent, SandboxEvent
@@ -34,6 +35,9 @@ __all__ = [
     "store_of",
     "streaming_of",
 ]
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 log = logging.getLogger("crio.server")
 
@@ -121,6 +125,27 @@ def publish(deps: Deps, kind: EventKind, ctr: ContainerRecord) -> None:
     if kind is EventKind.DELETED or ctr.container_id not in {c.container_id for c in siblings}:
         siblings = (*siblings, ctr)
     deps.events.publish(ContainerChange(kind, ctr.container_id, deps.clock(), pod, siblings))
+
+
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Run two steps concurrently; their results, or the first one's error.
+
+    Unlike :func:`asyncio.gather`, an error or a cancellation returns only once
+    both steps have ended, so that an :class:`Undo` never unwinds while a step
+    still runs (and could push work it did after the unwinding).
+    """
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(asyncio.wait(tasks))
+        raise
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return tasks[0].result(), tasks[1].result()
 
 
 class Undo:

@@ -30,6 +30,7 @@ from crio.server import _cri_in
 from crio.server._common import (
     Undo,
     begin_intent,
+    both,
     new_id,
     runtime_of,
     sandbox_event,
@@ -268,6 +269,48 @@ async def _start_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRec
     return dataclasses.replace(pod, namespaces=namespaces, infra_container_id=infra_id)
 
 
+async def _network(
+    deps: Deps, pod: SandboxRecord, undo: Undo
+) -> tuple[SandboxRecord, dict[str, object]]:
+    """Attach a pod with a network of its own (CNI ADD): its IPs, hosts file and the
+    plugin's result for the runtime; host-network pods are left as they are."""
+    if pod.host_network:
+        return pod, {}
+    network = deps.network
+    if network is None:
+        raise UnavailableError(
+            f"{RPC}: pod {pod.name_key} needs a pod network, and there is none: "
+            f"{deps.network_error or 'no network plugin'}"
+        )
+    attached = pod_network(pod)
+    status = await network.setup(attached)
+    undo.push("the pod network", lambda: network.teardown(attached))
+    pod = dataclasses.replace(pod, ips=tuple(status.ips))
+    hosts = render_hosts(pod.hostname, pod.ips)
+    await asyncio.to_thread((Path(pod.run_dir) / "hosts").write_bytes, hosts)
+    return pod, dict(status.result)
+
+
+async def _network_and_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRecord:
+    """The pod's network, the runtime's start of the sandbox, and its infra container.
+
+    An infra container is made while CNI runs when the runtime's sandbox does not
+    wait for the network (runc: the namespaces are pinned already); otherwise
+    (a VM wired to the pod's interfaces) one after the other.
+    """
+    runtime = runtime_of(deps, pod.runtime_handler)
+    infra = not deps.config.crio.runtime.drop_infra_ctr or pod.pid_mode is NamespaceMode.POD
+    if infra and runtime.sandbox_independent_of_network:
+        await runtime.start_sandbox(pod.pod_sandbox_id, {})
+        (networked, _), with_infra = await both(
+            _network(deps, pod, undo), _start_infra(deps, pod, undo)
+        )
+        return dataclasses.replace(with_infra, ips=networked.ips)
+    pod, result = await _network(deps, pod, undo)
+    await runtime.start_sandbox(pod.pod_sandbox_id, result)
+    return await _start_infra(deps, pod, undo) if infra else pod
+
+
 async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunPodSandboxResponse:
     if not req.HasField("config"):
         raise InvalidRequestError(f"{RPC}: config is missing")
@@ -309,24 +352,7 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
         finally:
             await files
         pod = dataclasses.replace(pod, namespaces=namespaces)
-        result: dict[str, object] = {}
-        if not pod.host_network:
-            network = deps.network
-            if network is None:
-                raise UnavailableError(
-                    f"{RPC}: pod {pod.name_key} needs a pod network, and there is none: "
-                    f"{deps.network_error or 'no network plugin'}"
-                )
-            attached = pod_network(pod)
-            status = await network.setup(attached)
-            undo.push("the pod network", lambda: network.teardown(attached))
-            pod = dataclasses.replace(pod, ips=tuple(status.ips))
-            result = dict(status.result)
-            hosts = render_hosts(pod.hostname, pod.ips)
-            await asyncio.to_thread((run_dir / "hosts").write_bytes, hosts)
-        await runtime.start_sandbox(pod_id, result)
-        if not deps.config.crio.runtime.drop_infra_ctr or pod.pid_mode is NamespaceMode.POD:
-            pod = await _start_infra(deps, pod, undo)
+        pod = await _network_and_infra(deps, pod, undo)
         await state.save_sandbox(pod)
     except BaseException:
         await undo.unwind()

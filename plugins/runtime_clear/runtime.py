@@ -87,7 +87,12 @@ SHM_SIZE = 64 << 20
 
 
 class ClearRuntime:
-    """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "vm"."""
+    """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "vm".
+
+    The pod's VM boots in start_sandbox, wired to the interfaces CNI made.
+    """
+
+    sandbox_independent_of_network = False
 
     def __init__(
         self, handler_name: str, handler: RuntimeHandler, options: VMOptions, config: Config

@@ -95,6 +95,9 @@ def _fd_budget() -> int:
 class RuncRuntime(RuncProcessControl):
     """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "oci"."""
 
+    #: start_sandbox does nothing: the namespaces CNI sets up are pinned by create_sandbox.
+    sandbox_independent_of_network = True
+
     def __init__(
         self,
         handler_name: str,

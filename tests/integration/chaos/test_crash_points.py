@@ -10,13 +10,14 @@ iptables rules are gone.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from crio.api import api_pb2 as api
 from support.chaos_env import conmons_of, store_container_ids
 from support.cni import CNIEnv
-from support.crashpoint import Hold, crash
-from support.cri import container_config
+from support.crashpoint import Hold, crash, in_background
+from support.cri import container_config, wait_until
 from support.node import Node
 
 
@@ -81,3 +82,30 @@ def test_kill_during_infra_container_create_rolls_the_pod_back(held_node: Any) -
     assert store_container_ids(node.base) == set() and conmons_of(node.base) == []
     assert list((node.base / "rt-runc").iterdir()) == []
     assert node.cri.run_pod(shared_pid, runtime_handler="runc")
+
+
+def test_kill_after_the_infra_container_while_cni_adds_rolls_the_pod_back(
+    cni_node: tuple[Node, CNIEnv, Hold],
+) -> None:
+    """A bridge pod with a shared PID namespace gets its infra container while CNI runs:
+    a crash once the infra container is made and recorded, CNI ADD still held, takes
+    the whole pod back (the infra container's record included)."""
+    node, cni, hold = cni_node
+    kept = node.cri.run_pod(node.pod(host_network=False))
+    doomed = node.pod(host_network=False, pid=api.POD)
+    hold.arm("ADD")
+    thread = in_background(lambda: node.cri.run_pod(doomed))
+    hold.wait_reached()
+    records = node.base / "state" / "containers"
+    wait_until(lambda: records.is_dir() and any(records.iterdir()), what="the infra record")
+
+    def after_kill() -> None:
+        hold.release()
+        thread.join(30)
+
+    node.restart(signal.SIGKILL, between=after_kill)
+    assert [p.id for p in node.cri.pods()] == [kept]
+    assert node.cri.containers() == [] and not any(records.iterdir())
+    assert store_container_ids(node.base) == set() and conmons_of(node.base) == []
+    assert len(cni.veths()) == 1 and len(cni.leases()) == 1
+    assert node.cri.run_pod(doomed)
