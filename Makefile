@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := runc crun conmon containernetworking-plugins iptables iproute2 catatonit \
 	skopeo docker-registry apache2-utils busybox-static btrfs-progs attr \
 	qemu-system-x86 gnupg containerd podman uidmap zstd kmod e2fsprogs \
-	util-linux tar gcc libc6-dev man-db groff-base tmux bash-completion zsh
+	util-linux tar gcc libc6-dev man-db groff-base tmux bash-completion zsh \
+	dmsetup xfsprogs nfs-kernel-server
 
 .PHONY: run test install deb venv host vm-assets docs lint proto-check clean
 

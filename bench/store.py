@@ -23,6 +23,9 @@ Then the time to mount a container's root file system on a 60-layer image
 (``Store.mount_container`` + unmount, reference counting included) and the
 bare overlay mount syscall for the same layer.
 
+Then the same per graph driver (bench/store_drivers.py: --drivers, --guest
+for devicemapper and an NFS-shared store in a qemu guest).
+
 Figures are medians over --runs; prints ratios; asserts nothing about time.
 """
 
@@ -44,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import store_drivers
 
 from crio.image.copy import CopyOptions, copy_image
 from crio.image.transport import TransportContext
@@ -187,6 +192,7 @@ def main() -> None:
     parser.add_argument(
         "--dir", default="/var/tmp", help="where the stores go (/dev/shm: CPU cost without disk)"
     )
+    store_drivers.add_arguments(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/store.py needs root (overlay mounts, skopeo into containers-storage)")
@@ -263,6 +269,7 @@ def main() -> None:
         print(f"  overlay driver get     {bare:6.2f} ms  (the mount(2) alone)")
     finally:
         _cleanup(work)
+    store_drivers.run(args)
 
 
 if __name__ == "__main__":

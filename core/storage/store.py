@@ -331,28 +331,38 @@ class Store(_LayerWriter, _Catalog):
 
     async def layer_tar(self, key: str) -> AsyncIterator[bytes]:
         """The layer as an uncompressed tar: byte-identical to the applied one when
-        its tar-split is kept (so ``diff-digest`` matches), else generated."""
+        its tar-split is kept (so ``diff-digest`` matches), else generated.
+
+        The files are read from the driver's :meth:`~GraphDriver.layer_dir`, or,
+        for a driver that keeps them on a device (devicemapper), from the layer
+        mounted read-only for the while, as containers/storage does.
+        """
         layer = await self.layer(key)
         split_path = await self._shared_tar_split(layer.id) or self._tar_split_path(layer.id)
-        directory = await self.driver.layer_dir(layer.id)
-        if directory is None or not split_path.exists():
+        if not split_path.exists():
             async for chunk in self.driver.diff(layer.id, layer.parent or None):
                 yield chunk
             return
         lines = await asyncio.to_thread(lambda: gzip.decompress(split_path.read_bytes()))
-        root = directory
+        directory = await self.driver.layer_dir(layer.id)
+        mounted = directory is None
+        root = await self._mount_layer(layer.id, ["ro"]) if directory is None else directory
+        try:
 
-        def opener(name: bytes) -> IO[bytes]:
-            from crio.storage.tarapply import clean_name
+            def opener(name: bytes) -> IO[bytes]:
+                from crio.storage.tarapply import clean_name
 
-            return open(root.joinpath(*clean_name(name)), "rb")
+                return open(root.joinpath(*clean_name(name)), "rb")
 
-        chunks = assemble(lines, opener)
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
+            chunks = assemble(lines, opener)
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            if mounted:
+                await self._unmount_layer(layer.id)
 
     async def layer_changes(self, key: str) -> Sequence[Change]:
         layer = await self.layer(key)

@@ -1,6 +1,9 @@
-"""storage_devicemapper: the ``devicemapper`` graph driver.
+"""storage_devicemapper: the ``devicemapper`` graph driver (containers/storage's layout).
 
-Declares what it will provide; selecting it is refused until the driver lands.
+A thin pool (``dm.thinpooldev``, or one on loop files) with one thin device
+per layer, each a snapshot of its parent's; see
+:mod:`crio_plugins.storage_devicemapper.driver`. Refused where the kernel
+has no device-mapper.
 """
 
 from __future__ import annotations
@@ -8,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crio.errors import UnsupportedError
 from crio.plugins import hookimpl
+from crio_plugins.storage_devicemapper.driver import DevmapperDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -17,7 +20,9 @@ NAME = "devicemapper"
 
 
 @hookimpl(trylast=True)
-def crio_graph_driver(name: str, home: Path, runroot: Path, options: Sequence[str]) -> None:
+def crio_graph_driver(
+    name: str, home: Path, runroot: Path, options: Sequence[str]
+) -> DevmapperDriver | None:
     if name != NAME:
         return None
-    raise UnsupportedError(f"storage driver {NAME!r} is not built yet")
+    return DevmapperDriver(home, runroot, options)

@@ -20,6 +20,9 @@ import pytest
 
 from support.images import busybox_rootfs_tar, digest, layer_tar, put_image, write_oci_layout
 
+#: The graph drivers Debian's podman and skopeo are built with.
+KNOWN_TO_PODMAN = ("overlay", "vfs", "btrfs", "devicemapper", "aufs", "zfs")
+
 SECOND = layer_tar(
     {"etc/motd": b"interop\n", "bin/.wh.ls": b"", "data/blob": bytes(range(256)) * 400},
     dirs=["etc", "bin", "data"],
@@ -51,7 +54,10 @@ class Tools:
 
     def ref(self, name: str) -> str:
         c = self.contract
-        return f"containers-storage:[{c.driver}@{c.root}+{c.runroot}]{name}"
+        # Driver options ride in the reference: skopeo has no flag for them.
+        options = ",".join([*c.env.options, *c.env.tool_options])
+        store = f"{c.driver}@{c.root}+{c.runroot}" + (f":{options}" if options else "")
+        return f"containers-storage:[{store}]{name}"
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
@@ -66,7 +72,7 @@ class Tools:
         argv = ["podman", "--root", str(c.root), "--runroot", str(c.runroot)]
         argv += ["--storage-driver", c.driver, "--cgroup-manager", "cgroupfs"]
         argv += ["--events-backend", "file", "--tmpdir", str(self.base / "podman-tmp")]
-        for option in c.env.options:
+        for option in [*c.env.options, *c.env.tool_options]:
             argv += ["--storage-opt", option]
         return self._run([*argv, *args]).stdout
 
@@ -77,13 +83,7 @@ def tools(contract) -> Tools:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     made = Tools(contract)
-    probe = subprocess.run(
-        ["podman", "--root", str(made.base / "probe"), "--runroot", str(made.base / "probe-run"),
-         "--storage-driver", contract.driver, "info", "--format", "{{.Store.GraphDriverName}}"],
-        env=made.env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    shutil.rmtree(made.base / "probe", ignore_errors=True)
-    if probe.returncode != 0 and "driver not supported" in probe.stderr:
+    if contract.driver not in KNOWN_TO_PODMAN:
         pytest.skip(f"podman and skopeo do not know driver {contract.driver}")
     return made
 

@@ -1,0 +1,142 @@
+"""Pods that need what only the storage guest's kernel has; run there by test_guest_drivers.py.
+
+* crio with ``storage_driver = "devicemapper"`` (its defaults: a pool on loop
+  files, xfs) pulls an image from a registry and runs a container that
+  writes to its rootfs, a thin device of its own;
+* a real NFS export (the guest's nfsd) of a store one writer filled, mounted
+  read-only over NFS as crio's ``additionalimagestores``: a pod runs from an
+  image that exists only there.
+
+On any other machine these skip: the host module boots the guest and runs
+them there with ``CRIO_STORAGE_GUEST=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crio.api import api_pb2 as api
+from crio.storage import Store
+from support.cri import Cri, container_config, pod_config
+from support.daemon import CrioProcess
+from support.images import busybox_rootfs_tar, layer_tar, put_image, write_oci_layout
+from support.nfs import nfs_export
+from support.registry import Registry, skopeo_push
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("CRIO_STORAGE_GUEST") != "1",
+    reason="runs inside the storage guest (tests/integration/storage/test_guest_drivers.py)",
+)
+
+SCRATCH = Path(os.environ.get("CRIO_GUEST_SCRATCH", "/run/scratch"))
+
+
+def _sh(command: str) -> str:
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{command}: {done.stderr.strip() or done.stdout.strip()}"
+    return done.stdout
+
+
+def _wait_written(cri: Cri, cid: str, path: str) -> bytes:
+    wait = f"while ! test -s {path}; do sleep 0.2; done; cat {path}"
+    return cri.exec(cid, ["sh", "-c", wait], timeout=120).stdout
+
+
+def test_a_pod_pulls_and_writes_on_devicemapper() -> None:
+    registry = Registry(base=SCRATCH / "registry")
+    registry.start(timeout=120)
+    files = SCRATCH / "dm-files"
+    files.mkdir(parents=True, exist_ok=True)
+    layout = write_oci_layout(files / "layout", [busybox_rootfs_tar()])
+    skopeo_push(f"oci:{layout.path}:latest", registry, "guest/busybox:1")
+    (files / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    (files / "registries.conf").write_text(
+        f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    root = SCRATCH / "dm-root"
+    crio = CrioProcess({
+        "crio": {"root": str(root), "storage_driver": "devicemapper"},
+        "crio.image": {"signature_policy": str(files / "policy.json"),
+                       "registries_conf": str(files / "registries.conf")},
+    })  # fmt: skip
+    image = f"{registry.host}/guest/busybox:1"
+    try:
+        crio.start(timeout=600)
+        with crio.channel() as channel:
+            pulled = crio.image_stub(channel).PullImage(
+                api.PullImageRequest(image=api.ImageSpec(image=image)), timeout=600
+            )
+            assert pulled.image_ref
+            cri = Cri(channel)
+            pod = cri.run_pod(pod_config("dm-pod"))
+            command = ["sh", "-c", "echo on a thin device > /written && sleep 3600"]
+            cid = cri.create(pod, container_config("writer", command, image=image), start=True)
+            assert _wait_written(cri, cid, "/written") == b"on a thin device\n"
+            # The rootfs is a filesystem on the container's own thin device.
+            mounts = _sh("cat /proc/self/mounts")
+            rootfs = [line for line in mounts.splitlines() if f"{root}/devicemapper/mnt/" in line]
+            assert len(rootfs) == 1 and rootfs[0].startswith("/dev/mapper/container-")
+            device = rootfs[0].split()[0].removeprefix("/dev/mapper/")
+            assert " thin " in _sh(f"dmsetup table {device}")
+            assert "xfs" in rootfs[0].split()[2]  # dm.fs's default where xfs is there
+            written = Path(rootfs[0].split()[1]) / "rootfs" / "written"
+            assert written.read_text() == "on a thin device\n"
+            cri.remove_everything()
+            assert device not in _sh("dmsetup ls")  # unmounted, and its device removed
+        assert crio.stop() == 0
+        assert "with driver devicemapper" in crio.log_text()
+    finally:
+        crio.cleanup()
+        registry.cleanup()
+
+
+def test_a_pod_runs_from_an_image_only_on_an_nfs_store() -> None:
+    export, client = SCRATCH / "nfs-export", Path("/run/nfs-images")
+    writer = export / "root"
+
+    async def fill() -> str:
+        store = await Store.open(writer, SCRATCH / "nfs-writer-run", "overlay")
+        try:
+            motd = layer_tar({"etc/motd": b"served over nfs\n"}, dirs=["etc"])
+            image = await put_image(store, [busybox_rootfs_tar(), motd], name="nfs.example/bb:1")
+            return image.id
+        finally:
+            await store.close()
+
+    image_id = asyncio.run(fill())
+    node = SCRATCH / "nfs-node"
+    with nfs_export(export, client):
+        assert _sh(f"stat -f -c %T {client}").strip() == "nfs"
+        _run_pod_from_nfs(node, client, image_id)
+
+
+def _run_pod_from_nfs(node: Path, client: Path, image_id: str) -> None:
+    crio = CrioProcess({"crio": {"root": str(node), "storage_driver": "overlay",
+                                 "additionalimagestores": [str(client / "root")]}})  # fmt: skip
+    try:
+        crio.start(timeout=600)
+        with crio.channel() as channel:
+            status = crio.image_stub(channel).ImageStatus(
+                api.ImageStatusRequest(image=api.ImageSpec(image="nfs.example/bb:1"))
+            )
+            assert status.image.id == image_id
+            cri = Cri(channel)
+            pod = cri.run_pod(pod_config("nfs-pod"))
+            command = ["sh", "-c", "cat /etc/motd > /copied && sleep 3600"]
+            config = container_config("c", command, image="nfs.example/bb:1")
+            cid = cri.create(pod, config, start=True)
+            assert _wait_written(cri, cid, "/copied") == b"served over nfs\n"
+            # The image was used in place: the node holds the container's layer only.
+            own = [p.name for p in (node / "overlay").iterdir() if len(p.name) == 64]
+            assert len(own) == 1 and not (node / "overlay-images" / image_id).exists()
+            lower = (node / "overlay" / own[0] / "lower").read_text()
+            assert all((client / "root/overlay" / entry).exists() for entry in lower.split(":"))
+            cri.remove_everything()
+        assert crio.stop() == 0
+    finally:
+        crio.cleanup()
