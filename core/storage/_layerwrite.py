@@ -70,6 +70,7 @@ class _LayerWriter:
             self, layers: bool = False, images: bool = False, containers: bool = False
         ) -> AbstractAsyncContextManager[None]: ...
         def _tar_split_path(self, layer_id: str) -> Path: ...
+        async def _with_shared(self, own: list[Layer], kind: str) -> list[Layer]: ...
 
     @property
     def parallel_apply(self) -> bool:
@@ -123,7 +124,10 @@ class _LayerWriter:
                     pending.existing = existing
                     pending.close()
                     return pending
-                recorded = not parent or any(x.id == parent for x in layers)
+                # A parent may also be a read-only image store's (a pull on a shared base).
+                recorded = not parent or any(
+                    x.id == parent for x in await self._with_shared(layers, "layers")
+                )
                 if not recorded and not (parent_pending and await self.driver.exists(parent)):
                     raise NotFoundError(f"parent layer {parent} not found")
                 taken = {n for x in layers for n in x.names}
@@ -299,7 +303,8 @@ class PendingLayer:
             await asyncio.to_thread(atomic_write, store._tar_split_path(layer.id), data)
         async with store._locked(layers=True):
             layers = store._layers.read()
-            if layer.parent and not any(x.id == layer.parent for x in layers):
+            known = await store._with_shared(layers, "layers") if layer.parent else layers
+            if layer.parent and not any(x.id == layer.parent for x in known):
                 raise NotFoundError(
                     f"parent layer {layer.parent} is not recorded; layer {layer.id} dropped"
                 )

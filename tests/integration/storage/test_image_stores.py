@@ -29,7 +29,7 @@ from crio.storage import Store
 from support.contract import unmount_under
 from support.cri import Cri, container_config, pod_config
 from support.daemon import CrioProcess
-from support.images import busybox_rootfs_tar, digest, layer_tar, put_image
+from support.images import busybox_rootfs_tar, digest, image_config, layer_tar, put_image
 
 SHARED_NAME = "registry.example/shared/busybox:1"
 EXTRA = layer_tar({"etc/motd": b"from the shared store\n"}, dirs=["etc"])
@@ -118,6 +118,36 @@ def test_a_shared_image_is_used_in_place(shared: Shared, node) -> None:
                     await change
             await store.delete_container(ctr.id)
             assert [i.id for i in await store.images()] == [shared.image_id]
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_layer_pulled_onto_a_shared_base_stays_in_the_node(shared: Shared, node) -> None:
+    extra = layer_tar({"etc/motd": b"node's own layer\n"}, dirs=["etc"])
+
+    async def go() -> None:
+        store = await Store.open(*node, "overlay", image_stores=[shared.mounted])
+        try:
+            # What a pull does when the image's base layers are in the shared store.
+            top = shared.layer_ids[-1]
+            layer = await store.put_layer(extra, parent=top, diff_digest=digest(extra))
+            assert (node[0] / "overlay" / layer.id / "diff/etc/motd").exists()
+            config = image_config([digest(busybox_rootfs_tar()), digest(EXTRA), digest(extra)])
+            image = await store.create_image(
+                config=config, top_layer=layer.id, names=["localhost/n:1"]
+            )
+            assert await store.image_store_of(image.id) == node[0]
+            ctr = await store.create_container(image.id, names=["stacked"])
+            root = await store.mount_container(ctr.id)
+            try:
+                assert (root / "etc/motd").read_bytes() == b"node's own layer\n"
+                assert (root / "bin/busybox").is_file()  # from the shared base
+            finally:
+                await store.unmount_container(ctr.id)
+            removed = await store.delete_image(image.id, force=True)
+            assert removed.layers == (layer.id,)  # the shared layers stay where they are
         finally:
             await store.close()
 
