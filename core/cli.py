@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crio import __version__, config
+from crio import __version__, config, logfmt
 from crio._toml import dumps_model
 from crio.errors import ConfigError, CrioError, PluginError
 from crio.plugins import Plugins
@@ -75,7 +75,7 @@ _LIST_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_BUILTIN_COMMANDS = ("check", "config", "plugins", "version")
+_BUILTIN_COMMANDS = ("check", "config", "plugins", "status", "version")
 _COMMAND_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
@@ -155,6 +155,12 @@ def _parser(commands: Commands | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=sorted(LOG_LEVELS), help="log verbosity"
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=logfmt.FORMATS,
+        help="crio's own log: text lines, or JSON lines with rpc, pod, container, duration, code",
+    )
     parser.add_argument("--version", action="version", version=f"crio {__version__}")
     for flag, _key, kind, text in _OVERRIDES:
         parser.add_argument(flag, type=kind, help=text)
@@ -178,6 +184,19 @@ def _parser(commands: Commands | None = None) -> argparse.ArgumentParser:
         help="finish interrupted operations, release orphans, repair the store (crio stopped)",
     )
     check.add_argument("--format", choices=("text", "json"), default="text")
+    status = sub.add_parser(
+        "status", help="ask a running crio through its inspection API (info, config, containers)"
+    )
+    status.add_argument(
+        "--socket", help="the inspection socket (default: [crio.api] inspect_listen)"
+    )
+    what = status.add_subparsers(dest="status_command", metavar="WHAT", required=True)
+    what.add_parser("info", help="storage and cgroup driver (GET /info)")
+    what.add_parser("config", help="the configuration crio runs with (GET /config)")
+    containers = what.add_parser(
+        "containers", aliases=["container", "c"], help="one container (GET /containers/ID)"
+    )
+    containers.add_argument("id", help="the container's id")
     for command in commands or ():
         added = sub.add_parser(command.name, help=command.help, description=command.help)
         if command.arguments is not None:
@@ -202,12 +221,10 @@ def _load(args: argparse.Namespace) -> config.Config:
     return config.load(args.config, args.config_dir, _overrides(args))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=LOG_LEVELS[level],
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logfmt.formatter(fmt))
+    logging.basicConfig(level=LOG_LEVELS[level], handlers=[handler])
 
 
 def _print_plugins(plugins: Plugins, fmt: str) -> None:
@@ -255,6 +272,27 @@ def _run_check(args: argparse.Namespace, cfg: config.Config, plugins: Plugins) -
     return 1 if report.problems else 0
 
 
+def _run_status(args: argparse.Namespace, cfg: config.Config) -> int:
+    from pathlib import Path
+
+    from crio.inspect import fetch, inspect_socket
+
+    socket_path = Path(args.socket) if args.socket else inspect_socket(cfg)
+    command = args.status_command
+    path = (
+        f"/containers/{args.id}" if command in ("containers", "container", "c") else f"/{command}"
+    )
+    code, body = fetch(socket_path, path)
+    text = body.decode("utf-8", "replace")
+    if code != 200:
+        print(f"crio status: {text.strip()}", file=sys.stderr)
+        return 1
+    if command != "config":
+        text = json.dumps(json.loads(text), indent=2) + "\n"
+    print(text, end="")
+    return 0
+
+
 def _run_daemon(args: argparse.Namespace, cfg: config.Config, plugins: Plugins) -> None:
     from crio import daemon  # grpc and the stubs load only for the daemon
 
@@ -285,12 +323,14 @@ def main(argv: Sequence[str] | None = None, plugins: Plugins | None = None) -> i
         if args.command == "config":
             print(dumps_model(cfg, _HEADER), end="")
             return 0
-        _setup_logging(args.log_level)
+        _setup_logging(args.log_level, args.log_format)
         if args.command == "plugins":
             _print_plugins(plugins, args.format)
             return 0
         if args.command == "check":
             return _run_check(args, cfg, plugins)
+        if args.command == "status":
+            return _run_status(args, cfg)
         command = commands.get(args.command or "")
         if command is not None:
             return command.run(args, cfg)

@@ -248,6 +248,11 @@ class RuntimeConfig(_Table):
     log_size_max: int = Field(
         -1, ge=-1, description="Bytes after which conmon truncates a container log; -1: no limit."
     )
+    log_to_journald: bool = Field(
+        False,
+        description="conmon also sends container output to journald (fields CONTAINER_ID_FULL, "
+        "CONTAINER_NAME); the CRI log file is written either way.",
+    )
     ctr_stop_timeout: int = Field(
         30,
         ge=1,
@@ -345,6 +350,11 @@ class ApiConfig(_Table):
     )
     grpc_max_recv_msg_size: int = Field(
         80 * 1024 * 1024, gt=0, description="Largest gRPC message crio accepts, in bytes."
+    )
+    inspect_listen: AbsPath = Field(
+        "",
+        description="Unix socket of the inspection API (/info, /config, /containers/ID; "
+        "crio status); empty: crio-inspect.sock beside listen.",
     )
 
     @model_validator(mode="after")

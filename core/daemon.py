@@ -13,6 +13,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from crio._memory import release_free_memory, tune_malloc
 from crio.claims import Claims, claim, claimed_paths
 from crio.config import Config
 from crio.errors import ConfigError, CrioError
+from crio.inspect import InspectServer
 from crio.metrics import Metrics, TimedNetwork
 from crio.metrics import create as create_metrics
 from crio.network import Network
@@ -31,6 +33,7 @@ from crio.oci.container import SpecDefaults
 from crio.oci.hooks import HookDirs, HookFileError
 from crio.oci.runtime import Runtime
 from crio.plugins import Plugins
+from crio.sdnotify import Notifier, take_socket
 from crio.server import HANDLERS
 from crio.server._reconcile import reconcile
 from crio.server._restore import restore
@@ -270,6 +273,8 @@ async def serve(
 ) -> None:
     """Serve CRI until SIGTERM or SIGINT; SIGHUP calls ``reload`` and re-configures plugins."""
     tune_malloc()
+    # Taken before any child starts: runc would hand $NOTIFY_SOCKET on to containers.
+    notifier = Notifier(take_socket())
     listen = Path(config.crio.api.listen)
     hooks = await asyncio.to_thread(hook_dirs, config)  # a bad hook file stops crio here
     claim_socket(listen)
@@ -282,7 +287,7 @@ async def serve(
     # The records are crio's alone while it runs (see crio.state.owner): kpod asks over CRI.
     owner = await StateOwner.take(Path(config.crio.state_dir), "crio")
     try:
-        await _serve_owned(config, plugins, metrics, hooks, listen, reload, ready)
+        await _serve_owned(config, plugins, metrics, hooks, listen, reload, ready, notifier)
     finally:
         owner.release()
 
@@ -295,6 +300,7 @@ async def _serve_owned(
     listen: Path,
     reload: Callable[[], Config] | None,
     ready: Callable[[], None] | None,
+    notifier: Notifier,
 ) -> None:
     parts = await start_components(config, plugins)
     network = parts.network
@@ -314,6 +320,7 @@ async def _serve_owned(
         streaming=streaming,
         hooks=hooks,
     )
+    inspect = InspectServer(deps)
     version_file = Path(config.crio.version_file)
     await asyncio.to_thread(_note_boot_or_upgrade, version_file, parts.state)
     await restore(deps)
@@ -332,18 +339,23 @@ async def _serve_owned(
     try:
         await streaming.start()  # a busy stream port stops crio (ConfigError)
         await metrics.start(deps)  # so does a busy metrics port
+        await inspect.start()
         _bind(server, listen)
         await server.start()
         log.info("crio %s serving CRI v1 on %s", __version__, listen)
         _settle()
+        # The socket answers from here on: a Type=notify unit is started now.
+        notifier.send(READY=1, MAINPID=os.getpid(), STATUS=f"serving CRI on {listen}")
         if ready is not None:
             ready()
-        await _wait_for_stop(plugins, reload)
+        await _wait_for_stop(plugins, reload, notifier, config)
+        notifier.send(STOPPING=1, STATUS="stopping")
         log.info("stopping: letting in-flight calls finish for up to %.0fs", STOP_GRACE_SECONDS)
         await server.stop(grace=STOP_GRACE_SECONDS)
     finally:
         await streaming.close()  # ends exec/attach sessions: their processes are killed
         await metrics.close()
+        await inspect.close()
         deps.events.close()
         await deps.tasks.close()
         await close_components(parts)
@@ -360,20 +372,63 @@ def _settle() -> None:
     release_free_memory()
 
 
-async def _wait_for_stop(plugins: Plugins, reload: Callable[[], Config] | None) -> None:
+def config_changes(old: Config, new: Config) -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every key whose value differs."""
+    before, after = _flatten(old.model_dump()), _flatten(new.model_dump())
+    keys = sorted(set(before) | set(after))
+    return [(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)]
+
+
+def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _log_reload(old: Config, new: Config) -> None:
+    """Say what a reload changed. The running daemon keeps the values it started with
+    (its components were built from them); plugins are told through crio_configure."""
+    changes = config_changes(old, new)
+    if not changes:
+        log.info("configuration reloaded: nothing changed")
+        return
+    for key, before, after in changes:
+        log.warning(
+            "configuration reloaded: %s changed from %r to %r; it takes effect when crio "
+            "restarts (plugins were told through crio_configure)",
+            key,
+            before,
+            after,
+        )
+
+
+async def _wait_for_stop(
+    plugins: Plugins,
+    reload: Callable[[], Config] | None,
+    notifier: Notifier,
+    running: Config | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     def on_hup() -> None:
         if reload is None:
             return
+        notifier.send(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
         try:
             new = reload()
         except CrioError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return
+        finally:
+            notifier.send(READY=1)
         plugins.configure(new)
-        log.info("configuration reloaded")
+        if running is not None:
+            _log_reload(running, new)
 
     handlers: Mapping[int, Callable[[], None]] = {
         signal.SIGTERM: stop.set,

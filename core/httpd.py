@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h11
-
 from crio.errors import ConfigError
 
 __all__ = ["HttpServer", "Response"]
@@ -101,6 +99,8 @@ class HttpServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        import h11  # the first request pays for it, not the daemon's start
+
         try:
             await self._one(reader, writer)
         except (ConnectionError, TimeoutError, h11.RemoteProtocolError, asyncio.CancelledError):
@@ -113,6 +113,8 @@ class HttpServer:
                 self._tasks.discard(task)
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import h11
+
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         async with asyncio.timeout(REQUEST_TIMEOUT):
             event = conn.next_event()

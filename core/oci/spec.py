@@ -137,7 +137,14 @@ def parse_signal(name: str) -> int:
 
 
 def cgroups_path(cgroup_parent: str, container_id: str) -> str:
-    """The cgroupfs path of a container under its pod's cgroup."""
+    """The container's ``cgroupsPath`` under its pod's cgroup.
+
+    Under a systemd slice it has the ``SLICE:PREFIX:NAME`` form runc and crun
+    take with ``--systemd-cgroup`` (their scope is ``crio-ID.scope``); under a
+    cgroupfs parent it is a path.
+    """
+    if cgroup_parent.endswith(".slice") and "/" not in cgroup_parent:
+        return f"{cgroup_parent}:crio:{container_id}"
     return f"{cgroup_parent.rstrip('/')}/crio-{container_id}"
 
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import socket
 from collections.abc import Mapping
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 RPC = "RunPodSandbox"
+#: A slice unit name (no "/"; the ":" of "SLICE:crio:ID" cgroups paths is not allowed either).
+_SLICE = re.compile(r"^[A-Za-z0-9_.\\-]+\.slice$")
 log = logging.getLogger("crio.server")
 #: A file of the pod's run directory naming its runtime handler.
 HANDLER_FILE = "runtime_handler"
@@ -100,7 +103,7 @@ def choose_handler(
     return runtime.default_runtime
 
 
-def _validate(config: api.PodSandboxConfig) -> None:
+def _validate(config: api.PodSandboxConfig, cgroup_manager: str = "cgroupfs") -> None:
     if not config.HasField("metadata"):
         raise InvalidRequestError(f"{RPC}: config.metadata is missing")
     meta = config.metadata
@@ -113,11 +116,37 @@ def _validate(config: api.PodSandboxConfig) -> None:
         raise InvalidRequestError(
             f"{RPC}: config.log_directory {config.log_directory!r} is not an absolute path"
         )
-    parent = config.linux.cgroup_parent
-    if parent and (not parent.startswith("/") or ".." in parent.split("/")):
+    _check_cgroup_parent(config.linux.cgroup_parent, cgroup_manager)
+
+
+def _check_cgroup_parent(parent: str, manager: str) -> None:
+    """cgroupfs wants an absolute path; systemd a slice name (systemd.slice(5))."""
+    if not parent:
+        return
+    if manager == "systemd":
+        stem = parent.removesuffix(".slice")
+        if (
+            not _SLICE.fullmatch(parent)
+            or stem.startswith("-")
+            or "--" in stem
+            or stem.endswith("-")
+        ):
+            raise InvalidRequestError(
+                f"{RPC}: config.linux.cgroup_parent {parent!r} is not a systemd slice name "
+                "such as 'kubepods-besteffort-pod123.slice' (cgroup_manager is systemd)"
+            )
+    elif not parent.startswith("/") or ".." in parent.split("/"):
         raise InvalidRequestError(
             f"{RPC}: config.linux.cgroup_parent {parent!r} is not an absolute cgroupfs path"
+            + (" (cgroup_manager is cgroupfs)" if parent.endswith(".slice") else "")
         )
+
+
+def default_cgroup_parent(manager: str, pod_id: str) -> str:
+    """Where a pod goes when the kubelet names no parent."""
+    if manager == "systemd":
+        return f"crio-pod{pod_id[:32]}.slice"
+    return f"/crio/pod-{pod_id}"
 
 
 def _files(pod: SandboxRecord, dns: api.DNSConfig) -> dict[str, bytes]:
@@ -193,7 +222,8 @@ def _record(deps: Deps, req: api.RunPodSandboxRequest, pod_id: str, handler: str
         run_dir=str(sandbox_run_dir(deps, pod_id)),
         hostname=hostname,
         log_directory=config.log_directory,
-        cgroup_parent=config.linux.cgroup_parent or f"/crio/pod-{pod_id}",
+        cgroup_parent=config.linux.cgroup_parent
+        or default_cgroup_parent(deps.config.crio.runtime.cgroup_manager, pod_id),
         labels=dict(config.labels),
         annotations=dict(config.annotations),
         network_mode=modes["network"],
@@ -315,7 +345,7 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
     if not req.HasField("config"):
         raise InvalidRequestError(f"{RPC}: config is missing")
     config = req.config
-    _validate(config)
+    _validate(config, deps.config.crio.runtime.cgroup_manager)
     ns = config.linux.security_context.namespace_options
     host_namespaces = api.NODE in (ns.network, ns.pid, ns.ipc)
     handler = choose_handler(

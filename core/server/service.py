@@ -99,18 +99,31 @@ def subject(request: Any) -> str:
     return ""
 
 
+def fields(rpc: str, request: Any) -> dict[str, str]:
+    """The structured log fields of a call (see :mod:`crio.logfmt`)."""
+    found = {"rpc": rpc}
+    for attr, name in (("pod_sandbox_id", "pod"), ("container_id", "container")):
+        value = getattr(request, attr, "")
+        if isinstance(value, str) and value:
+            found[name] = value[:64]
+    return found
+
+
 async def _fail(
     context: grpc.aio.ServicerContext, rpc: str, exc: Exception, request: Any = None
 ) -> None:
     about = subject(request)
     what = f"{rpc} ({about})" if about else rpc
+    extra = fields(rpc, request)
     if isinstance(exc, CrioError):
         code = status_code(exc)
         level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
-        log.log(level, "%s failed: %s: %s", what, code.name, exc)
+        log.log(
+            level, "%s failed: %s: %s", what, code.name, exc, extra={**extra, "code": code.name}
+        )
         await context.abort(code, str(exc))
     log.error("%s failed with an unexpected error: %s: %s", what, type(exc).__name__, exc,
-              exc_info=exc)  # fmt: skip
+              exc_info=exc, extra={**extra, "code": "INTERNAL"})  # fmt: skip
     await context.abort(
         grpc.StatusCode.INTERNAL, f"{rpc}: internal error: {type(exc).__name__}: {exc}"
     )
@@ -132,7 +145,9 @@ def _unary(rpc: str, deps: Deps, handler: Handler | None) -> Callable[..., Await
             done = True
             seconds = time.perf_counter() - started
             deps.metrics.rpc_done(rpc, code, seconds)
-            log.debug("%s done in %.2f ms (%s)", rpc, seconds * 1000, code)
+            if log.isEnabledFor(logging.DEBUG):
+                extra = {**fields(rpc, request), "code": code, "duration": round(seconds, 6)}
+                log.debug("%s done in %.2f ms (%s)", rpc, seconds * 1000, code, extra=extra)
 
         try:
             if isinstance(request, _Undecodable):

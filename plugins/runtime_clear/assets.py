@@ -1,6 +1,6 @@
 """The pod VM's kernel and initramfs: fetched, built, stored with checksums, loaded.
 
-``crio vm-assets`` (and ``make install``) calls :func:`ensure`: it downloads
+``crio vm-assets`` (and ``make prepare``) calls :func:`ensure`: it downloads
 Debian's cloud kernel package with ``apt-get download``, unpacks it with
 ``dpkg -x``, turns the bzImage into the ELF ``vmlinux`` microvm boots, builds
 the initramfs from busybox-static and the boot modules, and stores under

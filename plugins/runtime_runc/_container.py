@@ -11,6 +11,7 @@ from typing import Any
 
 from crio.oci.runtime import ContainerState
 from crio_plugins.runtime_runc._proc import write_json
+from crio_plugins.runtime_runc.systemd import cgroup_path
 
 __all__ = [
     "STATE_FILE",
@@ -99,7 +100,7 @@ def is_monitor_of(argv: list[bytes], container_id: str) -> bool:
 
 def lists_cgroup(proc_cgroup: str, cgroups_path: str) -> bool:
     """Whether a ``/proc/PID/cgroup`` text puts the process in ``cgroups_path`` (or below)."""
-    leaf = cgroups_path.rstrip("/").rsplit("/", 1)[-1]
+    leaf = cgroup_path(cgroups_path).rstrip("/").rsplit("/", 1)[-1]
     for line in proc_cgroup.splitlines():
         path = line.split(":", 2)[-1]
         if f"/{leaf}/" in f"{path}/":
@@ -127,8 +128,7 @@ def runtime_pid(bundle: Path, cgroups_path: str) -> int:
     while its process lives in the container's cgroup.
     """
     pid = read_pid(bundle / "pidfile")
-    cgroupfs = cgroups_path and ":" not in cgroups_path  # not the systemd form
-    if pid and cgroupfs and not in_cgroup(pid, cgroups_path):
+    if pid and cgroups_path and not in_cgroup(pid, cgroups_path):
         return 0  # the container ended and its PID went to another process
     return pid
 

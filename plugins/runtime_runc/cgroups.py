@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from crio_plugins.runtime_runc.systemd import cgroup_path as systemd_cgroup_path
+
 __all__ = [
     "CgroupUsage",
     "Hierarchies",
@@ -179,6 +181,7 @@ class Hierarchies:
 
     def pids(self, cgroup_path: str) -> list[int]:
         """The processes in a cgroup (v1: the pids or memory hierarchy)."""
+        cgroup_path = systemd_cgroup_path(cgroup_path)
         base = self.v2 if self.unified_only else (self.v1.get("pids") or self.v1.get("memory"))
         if not base:
             return []
@@ -187,7 +190,8 @@ class Hierarchies:
 
     def frozen(self, cgroup_path: str) -> bool:
         """Whether the cgroup is frozen (paused): v1 freezer.state, v2 cgroup.freeze."""
-        if not cgroup_path or ":" in cgroup_path:
+        cgroup_path = systemd_cgroup_path(cgroup_path)
+        if not cgroup_path:
             return False
         freezer = self.v1.get("freezer")
         if freezer:
@@ -198,6 +202,7 @@ class Hierarchies:
 
     def usage(self, cgroup_path: str) -> CgroupUsage:
         """Sample CPU and memory use of a cgroup and everything below it."""
+        cgroup_path = systemd_cgroup_path(cgroup_path)
         if self.unified_only:
             return self._usage_v2(f"{self.v2}{cgroup_path}")
         return self._usage_v1(cgroup_path)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
+from crio_plugins.runtime_runc.systemd import cgroup_path as systemd_cgroup_path
 
 __all__ = [
     "CgroupReader",
@@ -63,6 +64,7 @@ def stats_files(hierarchies: Hierarchies, cgroup_path: str, processes: bool) -> 
 
     :param processes: also count processes (``pids.current``; pods only).
     """
+    cgroup_path = systemd_cgroup_path(cgroup_path)
     if hierarchies.unified_only:
         base = f"{hierarchies.v2}{cgroup_path}"
         return StatsFiles(

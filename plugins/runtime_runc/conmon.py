@@ -21,7 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,13 @@ class ConmonSettings:
     env: Sequence[str] = ()
     log_level: str = "info"
     log_size_max: int = -1
+    log_to_journald: bool = False
     no_pivot: bool = False
+    #: cgroup_manager = "systemd": runc/crun make each container's scope over D-Bus.
+    systemd_cgroup: bool = False
 
     def base_args(self, container_id: str, name: str, uuid: str, bundle: Path) -> list[str]:
+        systemd = ["-s", "--runtime-arg", "--systemd-cgroup"] if self.systemd_cgroup else []
         return [
             self.conmon_path,
             "--api-version", "1",
@@ -61,6 +65,7 @@ class ConmonSettings:
             "--socket-dir-path", self.attach_dir,
             "--runtime-arg", f"--root={self.runtime_root}",
             "--log-level", self.log_level,
+            *systemd,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
@@ -133,11 +138,16 @@ async def create_container(
     tty: bool = False,
     stdin: bool = False,
     stdin_once: bool = False,
+    place: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Start conmon, which runs ``RUNTIME create``; return the container's PID.
 
     conmon runs with the bundle as its working directory (its ``oom`` file
     lands there) and keeps running as the container's monitor.
+
+    :param place: called with conmon's PID before conmon may go on (it waits
+        for the start pipe), to move it into a cgroup of its own: the monitor
+        it forks inherits that cgroup.
 
     :raises OCIRuntimeError: with the runtime's or conmon's own message.
     """
@@ -156,6 +166,8 @@ async def create_container(
         args.append("-i")
         if not stdin_once:
             args.append("--leave-stdin-open")
+    if settings.log_to_journald:
+        args += ["-l", "journald:"]
     if settings.log_size_max > 0:
         args += ["--log-size-max", str(settings.log_size_max)]
     if settings.no_pivot:
@@ -171,6 +183,13 @@ async def create_container(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        if place is not None:
+            try:
+                await place(proc.pid)
+            except BaseException:
+                proc.kill()
+                await proc.wait()
+                raise
         pipes.spawned()
         _, err = await proc.communicate()
         if proc.returncode != 0:

@@ -26,7 +26,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from crio_plugins.runtime_runc.cgroups import Hierarchies, v2_controllers
 from crio_plugins.runtime_runc.control import RuncProcessControl
 from crio_plugins.runtime_runc.inotify import DirectoryWatcher
 from crio_plugins.runtime_runc.sandboxes import Sandboxes, usage_to_stats
+from crio_plugins.runtime_runc.systemd import CONMON_SCOPE_PREFIX, SystemdManager, scope_name
 
 __all__ = ["ConmonPaths", "RuncRuntime"]
 
@@ -127,7 +128,11 @@ class RuncRuntime(RuncProcessControl):
         self._sampler: cgstats.Sampler[None] = cgstats.Sampler(
             self.hierarchies, self._cgroup_reader, processes=False
         )
-        self.sandboxes = Sandboxes(self.namespaces_dir, self.hierarchies, self._cgroup_reader)
+        #: The systemd cgroup manager's D-Bus client (cgroup_manager = "systemd").
+        self.systemd = SystemdManager() if settings.systemd_cgroup else None
+        self.sandboxes = Sandboxes(
+            self.namespaces_dir, self.hierarchies, self._cgroup_reader, self.systemd
+        )
         self.version = ""
         self._containers: dict[str, RuncContainer] = {}
         self._watcher: DirectoryWatcher | None = None
@@ -157,7 +162,9 @@ class RuncRuntime(RuncProcessControl):
             env=[*rt.conmon_env, *handler.monitor_env],
             log_level=_conmon_log_level(),
             log_size_max=rt.log_size_max,
+            log_to_journald=rt.log_to_journald,
             no_pivot=rt.no_pivot,
+            systemd_cgroup=rt.cgroup_manager == "systemd",
         )
         return cls(
             name,
@@ -236,6 +243,7 @@ class RuncRuntime(RuncProcessControl):
         proc = await asyncio.create_subprocess_exec(
             self.runtime_path,
             f"--root={self.runtime_root}",
+            *(["--systemd-cgroup"] if self.systemd is not None else []),
             *args,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -316,6 +324,7 @@ class RuncRuntime(RuncProcessControl):
                 tty=spec.tty,
                 stdin=spec.stdin,
                 stdin_once=spec.stdin_once,
+                place=self._conmon_scope(ctr) if self.systemd is not None else None,
             )
             ctr.pid_start = process_start(ctr.pid)
             await asyncio.to_thread(ctr.save)
@@ -324,6 +333,26 @@ class RuncRuntime(RuncProcessControl):
             await self._run("delete", "--force", spec.container_id)
             await asyncio.to_thread(self._forget_files, spec.container_id)
             raise
+
+    def _conmon_scope(self, ctr: RuncContainer) -> Callable[[int], Awaitable[None]]:
+        """Moves a conmon into ``crio-conmon-ID.scope`` in its pod's slice (systemd).
+
+        Out of crio.service's cgroup, conmon outlives a stop or restart of crio
+        whatever the unit's KillMode, as the containers do in their scopes.
+        """
+        pod_slice = ctr.cgroups_path.split(":", 1)[0] or "system.slice"
+        systemd = self.systemd
+        assert systemd is not None
+
+        async def place(pid: int) -> None:
+            await systemd.move_to_scope(
+                scope_name(CONMON_SCOPE_PREFIX, ctr.container_id),
+                pod_slice,
+                pid,
+                f"conmon of container {ctr.container_id}",
+            )
+
+        return place
 
     async def restore_container(self, spec: ContainerSpec) -> ContainerState:
         data = await asyncio.to_thread(read_json, spec.bundle / STATE_FILE) or {}

@@ -28,6 +28,7 @@ from crio.oci.sysctls import sysctl_namespace
 from crio_plugins.runtime_runc import _linux, cgstats, namespaces
 from crio_plugins.runtime_runc._proc import parse_net_dev, read_json, write_json
 from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
+from crio_plugins.runtime_runc.systemd import SystemdManager
 
 __all__ = ["PodSandbox", "Sandboxes", "usage_to_stats"]
 
@@ -45,6 +46,8 @@ class PodSandbox:
     cgroup_parent: str
     #: Levels of the cgroup parent that did not exist before the pod: removed with it.
     cgroup_levels: list[str] = field(default_factory=list)
+    #: The pod's slice, when crio made it (systemd): stopped with the pod.
+    cgroup_slice: str = ""
 
     def pod_namespaces(self) -> PodNamespaces:
         ns = self.namespaces
@@ -61,6 +64,7 @@ class PodSandbox:
                 "shm": self.shm,
                 "cgroup_parent": self.cgroup_parent,
                 "cgroup_levels": self.cgroup_levels,
+                "cgroup_slice": self.cgroup_slice,
             },
         )
 
@@ -97,10 +101,15 @@ class Sandboxes:
     """The pods of one runc handler."""
 
     def __init__(
-        self, namespaces_dir: Path, hierarchies: Hierarchies, reader: cgstats.CgroupReader
+        self,
+        namespaces_dir: Path,
+        hierarchies: Hierarchies,
+        reader: cgstats.CgroupReader,
+        systemd: SystemdManager | None = None,
     ) -> None:
         self.namespaces_dir = namespaces_dir
         self.hierarchies = hierarchies
+        self.systemd = systemd
         self._pods: dict[str, PodSandbox] = {}
         self._sampler: cgstats.Sampler[str | None] = cgstats.Sampler(
             hierarchies, reader, processes=True
@@ -121,11 +130,9 @@ class Sandboxes:
                     f"linux.sysctls[{key}]: pod {spec.pod_sandbox_id} does not have that "
                     "namespace to itself"
                 )
-        levels = (
-            await asyncio.to_thread(self.hierarchies.missing_levels, spec.cgroup_parent)
-            if spec.cgroup_parent
-            else []
-        )
+        levels: list[str] = []
+        if self.systemd is None and spec.cgroup_parent:
+            levels = await asyncio.to_thread(self.hierarchies.missing_levels, spec.cgroup_parent)
         paths = await namespaces.pin(
             self.namespaces_dir,
             spec.pod_sandbox_id,
@@ -135,6 +142,12 @@ class Sandboxes:
         )
         pod = PodSandbox(spec.pod_sandbox_id, spec.run_dir, paths, "", spec.cgroup_parent, levels)
         try:
+            # The kubelet makes its pods' slices; a parent nobody made is made here.
+            made = bool(spec.cgroup_parent) and self.systemd is not None
+            made = made and await self.systemd.ensure_slice(  # type: ignore[union-attr]
+                spec.cgroup_parent, f"pod sandbox {spec.pod_sandbox_id}"
+            )
+            pod.cgroup_slice = spec.cgroup_parent if made else ""
             if "ipc" in kinds:
                 shm = spec.run_dir / "shm"
                 await asyncio.to_thread(namespaces.mount_shm, shm, spec.shm_size)
@@ -164,6 +177,7 @@ class Sandboxes:
             shm=str(data.get("shm") or ""),
             cgroup_parent=str(data.get("cgroup_parent") or spec.cgroup_parent),
             cgroup_levels=list(data.get("cgroup_levels") or []),
+            cgroup_slice=str(data.get("cgroup_slice") or ""),
         )
         self._pods[spec.pod_sandbox_id] = pod
         return pod.pod_namespaces()
@@ -184,6 +198,8 @@ class Sandboxes:
             return busy
 
         busy = await asyncio.to_thread(release)
+        if pod.cgroup_slice and self.systemd is not None:
+            await self.systemd.stop_unit(pod.cgroup_slice)
         if busy:
             log.warning("pod sandbox %s: cgroups still busy: %s", pod.pod_sandbox_id, busy)
 

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 #: Where tests keep the assets between runs (override with CRIO_TEST_VM_ASSETS).
 TEST_ASSETS = Path(os.environ.get("CRIO_TEST_VM_ASSETS", "/var/tmp/crio-test/vm-assets"))
-#: What `make install` (crio vm-assets with the default root) leaves.
+#: What `make prepare` (crio vm-assets with the default root) leaves.
 INSTALLED_ASSETS = Path("/var/lib/containers/storage/vm-assets")
 
 
