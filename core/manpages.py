@@ -8,7 +8,7 @@ added to the code is on its page the next time the pages are made::
 
     python -m crio.manpages DIR          # DIR/man1/kpod.1, DIR/man5/crio.conf.5, ...
 
-``make run``'s install step (and ``make install``) writes them under
+``make prepare`` (for ``make run`` and ``make test``) and ``make install`` write them under
 ``$(MANDIR)`` (default /usr/local/share/man).
 """
 
