@@ -67,6 +67,8 @@ log = logging.getLogger("crio.runtime.runc")
 EXIT_FILE_GRACE = 10.0
 #: Exit code reported when a container's exit was never recorded (as CRI-O does).
 LOST_EXIT_CODE = 255
+#: Exists while systemd runs as PID 1 (sd_booted(3)).
+SYSTEMD_RUNNING = "/run/systemd/system"
 #: CRI reason of a container whose exit was lost with its monitor.
 LOST_REASON = "ContainerLost"
 
@@ -237,6 +239,15 @@ class RuncRuntime(RuncProcessControl):
             return False, "RuntimeBinaryMissing", missing
         if self._layout_problem:
             return False, "CgroupLayoutUnsupported", self._layout_problem
+        if self.systemd is not None and not os.path.isdir(SYSTEMD_RUNNING):
+            return (
+                False,
+                "CgroupManagerUnavailable",
+                (
+                    "cgroup_manager is systemd, but systemd is not running as PID 1 on this "
+                    f'node (no {SYSTEMD_RUNNING}): use cgroup_manager = "cgroupfs"'
+                ),
+            )
         return True, "", ""
 
     async def _run(self, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:

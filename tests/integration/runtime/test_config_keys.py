@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 import grpc
+import pytest
 
 from crio.api import api_pb2 as api
 from support.chaos_env import conmons_of
@@ -73,3 +74,21 @@ def test_allowed_annotations_are_honoured_only_by_the_handler_that_lists_them(
         error = rpc_error(node.cri.run_pod, node.pod(annotations=bad), runtime_handler="runc")
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         assert f"annotations[{field}]" in error.details(), error.details()
+
+
+def test_systemd_cgroup_manager_without_systemd_is_reported_not_ready(make_node: Any) -> None:
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd runs here: tests/integration/systemd covers this manager")
+    node = make_node({"crio.runtime": {"cgroup_manager": "systemd"}})
+    conditions = {c.type: c for c in node.cri.rt.Status(api.StatusRequest()).status.conditions}
+    ready = conditions["RuntimeReady"]
+    assert not ready.status and ready.reason == "CgroupManagerUnavailable"
+    assert "systemd is not running as PID 1" in ready.message
+    config = node.cri.rt.RuntimeConfig(api.RuntimeConfigRequest())
+    assert config.linux.cgroup_driver == api.SYSTEMD
+    # A pod's parent must then be a slice name, and the field is named when it is not.
+    pod = node.pod()
+    pod.linux.cgroup_parent = "/kubepods/pod1"
+    error = rpc_error(node.cri.run_pod, pod)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.linux.cgroup_parent" in error.details()
