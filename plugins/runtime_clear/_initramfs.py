@@ -7,6 +7,13 @@ and replaces itself with the agent (``crio.agent=`` on the kernel command
 line), which runs as PID 1 on the host's python3. A failure powers the VM
 off at once with the reason on the console, so the host sees a dead VM
 rather than a hung one.
+
+A template VM (:func:`build_template_initramfs`) boots from the same archive
+with a second one appended: its own ``/init`` that mounts nothing from the
+host and runs the agent on a python carried in the initramfs (the host's,
+with just the files the agent loads), the modules for hot-plugged virtio-fs
+PCI devices; and a first one in front with the ACPI table of the empty
+virtio-mmio transports (the kernel reads tables only from there).
 """
 
 from __future__ import annotations
@@ -15,7 +22,17 @@ from collections.abc import Sequence
 
 from crio_plugins.runtime_clear._cpio import CpioEntry, directory, file, symlink, write_newc
 
-__all__ = ["BOOT_MODULES", "GUEST_SHARE", "INIT_SCRIPT", "build_initramfs"]
+__all__ = [
+    "AGENT_IN_INITRAMFS",
+    "BOOT_MODULES",
+    "GUEST_SHARE",
+    "INIT_SCRIPT",
+    "TEMPLATE_INIT_SCRIPT",
+    "TEMPLATE_MODULES",
+    "build_initramfs",
+    "build_template_initramfs",
+    "tree_entries",
+]
 
 #: Where the writable share appears in the guest.
 GUEST_SHARE = "/run/vm/share"
@@ -63,6 +80,30 @@ exec switch_root /newroot "$python" -I -S -B "$agent"
 """.replace("@SHARE@", GUEST_SHARE)
 
 
+#: What a template loads besides :data:`BOOT_MODULES`: virtio over PCI, for
+#: the virtio-fs devices hot-plugged into a restored VM.
+TEMPLATE_MODULES = ("virtio_pci",)
+#: Where a template's initramfs keeps the agent.
+AGENT_IN_INITRAMFS = "crio-agent"
+
+TEMPLATE_INIT_SCRIPT = r"""#!/bin/busybox sh
+# crio pod VM template init (see crio_plugins.runtime_clear._initramfs)
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+fail() {
+    echo "crio-init: $*" > /dev/ttyS0
+    poweroff -f
+}
+for m in $(cat /lib/modules/load-order) $(cat /lib/modules/template-order); do
+    insmod "/lib/modules/$m.ko" || fail "cannot load module $m"
+done
+exec @PYTHON@ -I -S -B /@AGENT@/agent.py --mode template
+"""
+
+
 def build_initramfs(busybox: bytes, modules: Sequence[tuple[str, bytes]]) -> bytes:
     """The newc archive: ``/init``, ``/bin/busybox``, ``/lib/modules/NAME.ko`` and their order.
 
@@ -86,3 +127,45 @@ def build_initramfs(busybox: bytes, modules: Sequence[tuple[str, bytes]]) -> byt
     order = "".join(f"{name}\n" for name, _ in modules)
     entries.append(file("lib/modules/load-order", order.encode()))
     return write_newc(entries)
+
+
+def tree_entries(files: Sequence[CpioEntry]) -> list[CpioEntry]:
+    """``files`` (files and symlinks, any order) with every parent directory, parents first."""
+    by_name: dict[str, CpioEntry] = {}
+    for entry in files:
+        parts = entry.name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            by_name.setdefault(parent, directory(parent))
+        by_name[entry.name] = entry
+    return [by_name[name] for name in sorted(by_name, key=lambda n: (n.count("/"), n))]
+
+
+def build_template_initramfs(
+    base: bytes,
+    ssdt: bytes,
+    modules: Sequence[tuple[str, bytes]],
+    python: str,
+    python_files: Sequence[CpioEntry],
+    agent_files: Sequence[tuple[str, bytes]],
+) -> bytes:
+    """A template's initramfs: the ACPI table, ``base`` (the pod VM's), then the overlay.
+
+    :param ssdt: the table of the empty transports (:mod:`._acpi`).
+    :param modules: ``(name, contents)`` loaded after the base's, in this order.
+    :param python: the interpreter's path in the archive (and on the host).
+    :param python_files: the interpreter, its libraries and modules, at their host paths.
+    :param agent_files: ``(file name, contents)`` of the agent's modules.
+    """
+    acpi = write_newc(tree_entries([file("kernel/firmware/acpi/crio-transports.aml", ssdt)]))
+    script = TEMPLATE_INIT_SCRIPT.replace("@PYTHON@", python).replace("@AGENT@", AGENT_IN_INITRAMFS)
+    order = "".join(f"{name}\n" for name, _ in modules)
+    overlay = [
+        file("init", script.encode(), 0o755),
+        file("lib/modules/template-order", order.encode()),
+        *(file(f"lib/modules/{name}.ko", data) for name, data in modules),
+        *(file(f"{AGENT_IN_INITRAMFS}/{name}", data) for name, data in agent_files),
+        *python_files,
+    ]
+    # The base archive made lib/ and lib/modules/ already; repeating a directory is harmless.
+    return acpi + base + write_newc(tree_entries(overlay))

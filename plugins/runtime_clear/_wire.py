@@ -129,6 +129,10 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "modprobe": ({"names": list, "modules_dir": str}, {}),
     "shutdown": ({}, {"timeout": (int, float)}),
     "resume": ({"after": int}, {}),
+    "restore": (
+        {"time_ns": int, "entropy": str, "machine_id": str, "share_dir": str},
+        {"hostname": str, "transports": list, "timeout": (int, float)},
+    ),
     "connect": ({"conn_id": str, "port": int}, {}),
     "send": ({"conn_id": str, "data": str}, {}),
     "close": ({"conn_id": str}, {"abort": bool}),

@@ -25,6 +25,7 @@ with open("/proc/uptime") as _uptime:
 import collections
 import contextlib
 import errno
+import fcntl
 import json
 import signal
 
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _guest_rtnl  # noqa: E402
 import _wire  # noqa: E402
 from _guest_loop import Failure, Loop, log, read_text, set_blocking, set_nonblocking  # noqa: E402
 from _guest_net import Connections  # noqa: E402
 from _guest_oci import Containers  # noqa: E402
 from _guest_procs import Processes  # noqa: E402
+from _guest_restore import Restore  # noqa: E402
 
 PORT_NAME = "crio.agent"
 #: The agent's state in the guest: OCI runtime root, pid files, console sockets.
@@ -57,10 +60,16 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 2, 4, 8, 32
 class Agent:
     """The serial port, the dispatcher and the guest-wide operations."""
 
-    def __init__(self, port_fd: int, state_dir: str = STATE_DIR, exit_on_eof: bool = False) -> None:
+    def __init__(
+        self,
+        port_fd: int,
+        state_dir: str = STATE_DIR,
+        exit_on_eof: bool = False,
+        template: bool = False,
+    ) -> None:
         oci_root, work = os.path.join(state_dir, "oci"), os.path.join(state_dir, "agent")
-        os.makedirs(oci_root, exist_ok=True)
-        os.makedirs(work, exist_ok=True)
+        self.state_dirs = (oci_root, work)
+        self.make_state_dirs()
         self.loop = Loop()
         self.port_fd = port_fd
         self.exit_on_eof = exit_on_eof
@@ -77,6 +86,17 @@ class Agent:
         self.procs = Processes(self.loop, self.event, self.reply, work)
         self.containers = Containers(self.procs, oci_root)
         self.connections = Connections(self.loop, self.event)
+        self.restore = Restore(template, self.make_state_dirs)
+        self.template = template
+        #: No host on the port: its reader waits for the SIGIO of the next connection.
+        self.waiting_for_host = False
+        reap = self.loop.on_signal
+        self.loop.on_signal = lambda: (reap(), self.host_came())
+
+    def make_state_dirs(self) -> None:
+        """The agent's directories (again after a restored VM moved into the host root)."""
+        for path in self.state_dirs:
+            os.makedirs(path, exist_ok=True)
 
     # -- the serial port ------------------------------------------------------------
 
@@ -101,7 +121,10 @@ class Agent:
                 self.paused = True
                 self.conn = _wire.Connection(_wire.Role.GUEST)
                 self.out.clear()
-            self.loop.call_later(0.2, lambda: self.loop.add_reader(self.port_fd, self.on_port))
+            # Read again when a host connects (virtio-console sends SIGIO then), or
+            # in a second in case that signal is missed.
+            self.waiting_for_host = True
+            self.loop.call_later(1.0, self.host_came)
             return
         self.host_seen = True
         self.conn.receive_data(data)
@@ -118,6 +141,11 @@ class Agent:
                 self.reply(message.id, error=_wire.Fault("invalid", message.message))
             else:
                 self.dispatch(message)
+
+    def host_came(self) -> None:
+        if self.waiting_for_host:
+            self.waiting_for_host = False
+            self.loop.add_reader(self.port_fd, self.on_port)
 
     def write(self, line: bytes) -> None:
         self.out += line
@@ -180,6 +208,7 @@ class Agent:
         handler = (
             getattr(self, name, None)
             or getattr(self.connections, name, None)
+            or getattr(self.restore, name, None)
             or getattr(self.containers, name)
         )
         try:
@@ -197,45 +226,33 @@ class Agent:
     def op_ping(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
         return {"version": _wire.PROTOCOL_VERSION, "kernel": os.uname().release}
 
-    def op_network(self, rid: int, args: dict[str, Any]) -> None:
+    def op_network(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
         by_mac = {}
         for name in os.listdir("/sys/class/net"):
             by_mac[read_text(f"/sys/class/net/{name}/address").strip().lower()] = name
-        commands = [["ip", "link", "set", "lo", "up"]]
+        changes = [_guest_rtnl.set_link(_guest_rtnl.interface_index("lo"), "lo")]
         for iface in args["interfaces"]:
             dev = by_mac.get(str(iface.get("mac", "")).lower())
             if dev is None:
                 raise Failure("not_found", f"no guest interface with MAC {iface.get('mac')}")
-            if iface.get("mtu"):
-                commands.append(["ip", "link", "set", "dev", dev, "mtu", str(iface["mtu"])])
-            commands.append(["ip", "link", "set", "dev", dev, "up"])
-            commands += [["ip", "addr", "add", a, "dev", dev] for a in iface.get("addresses", [])]
-        for route in args.get("routes", []):
-            command = ["ip", "route", "add", str(route["dst"])]
-            if route.get("gw"):
-                command += ["via", str(route["gw"])]
-            commands.append(command)
+            index = _guest_rtnl.interface_index(dev)
+            changes.append(_guest_rtnl.set_link(index, dev, mtu=int(iface.get("mtu") or 0)))
+            changes += [_guest_rtnl.add_address(index, dev, a) for a in iface.get("addresses", [])]
+        try:
+            changes += [
+                _guest_rtnl.add_route(str(r["dst"]), str(r.get("gw") or ""))
+                for r in args.get("routes", [])
+            ]
+        except ValueError as exc:
+            raise Failure("invalid", f"network: {exc}") from None
         if args.get("hostname"):
             with open("/proc/sys/kernel/hostname", "w") as handle:
                 handle.write(args["hostname"])
-        self.run_chain(rid, commands)
-
-    def run_chain(self, rid: int, commands: list[list[str]]) -> None:
-        if not commands:
-            self.reply(rid, {})
-            return
-
-        def done(code: int, stderr: str) -> None:
-            if code != 0:
-                message = f"{' '.join(commands[0])}: {stderr.strip()}"
-                self.reply(rid, error=_wire.Fault("failed", message))
-            else:
-                self.run_chain(rid, commands[1:])
-
         try:
-            self.procs.run_tool(commands[0], done)
+            _guest_rtnl.apply(changes)
         except OSError as exc:
-            self.reply(rid, error=_wire.Fault("failed", f"{commands[0][0]}: {exc}"))
+            raise Failure("failed", str(exc.strerror)) from None
+        return {}
 
     def op_modprobe(self, rid: int, args: dict[str, Any]) -> dict[str, Any]:
         directory = args["modules_dir"]
@@ -310,9 +327,17 @@ class Agent:
 
     def run(self) -> None:
         set_nonblocking(self.port_fd)
+        # SIGIO tells of a host connecting to the port (see on_port); its
+        # handler only wakes the loop (set_wakeup_fd).
+        signal.signal(signal.SIGIO, lambda *_: None)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.port_fd, fcntl.F_SETOWN, os.getpid())
+            flags = fcntl.fcntl(self.port_fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.port_fd, fcntl.F_SETFL, flags | os.O_ASYNC)
         self.loop.add_reader(self.port_fd, self.on_port)
         self.event(
             "ready",
+            template=self.template,
             kernel=os.uname().release,
             pid=os.getpid(),
             uptime=float(read_text("/proc/uptime").split()[0]),
@@ -342,13 +367,19 @@ def find_port(name: str = PORT_NAME) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``agent.py`` in the VM; ``agent.py --port-fd N --state-dir D`` elsewhere (tests)."""
-    options = {"--port-fd": "", "--state-dir": STATE_DIR}
+    """``agent.py`` in the VM; ``agent.py --port-fd N --state-dir D`` elsewhere (tests).
+
+    ``--mode template``: the agent of a template VM, on the initramfs's python.
+    """
+    options = {"--port-fd": "", "--state-dir": STATE_DIR, "--mode": "boot"}
     rest = list(argv)
     while rest:
         flag = rest.pop(0)
         if flag not in options or not rest:
-            raise SystemExit(f"usage: agent.py [--port-fd N] [--state-dir DIR] (not {flag!r})")
+            raise SystemExit(
+                f"usage: agent.py [--port-fd N] [--state-dir DIR] [--mode boot|template] "
+                f"(not {flag!r})"
+            )
         options[flag] = rest.pop(0)
     if os.getpid() != 1:
         log("not PID 1: only the agent's own children are reaped here")
@@ -356,7 +387,18 @@ def main(argv: list[str]) -> None:
         port_fd = int(options["--port-fd"])
     else:
         port_fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
-    Agent(port_fd, options["--state-dir"], exit_on_eof=bool(options["--port-fd"])).run()
+    if options["--mode"] not in ("boot", "template"):
+        raise SystemExit(f"agent.py: --mode is boot or template, not {options['--mode']!r}")
+    template = options["--mode"] == "template"
+    if template:
+        # What the agent imports lazily is imported now, while the template is
+        # made: a restored VM finds it in memory.
+        import ctypes  # noqa: F401
+        import socket  # noqa: F401
+    agent = Agent(
+        port_fd, options["--state-dir"], exit_on_eof=bool(options["--port-fd"]), template=template
+    )
+    agent.run()
 
 
 if __name__ == "__main__":

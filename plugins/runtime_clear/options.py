@@ -14,6 +14,9 @@
     virtiofsd = "/usr/lib/qemu/virtiofsd"
     boot_timeout = 180        # seconds until the agent must be ready
     kernel_args = []          # extra guest kernel parameters
+    vm_template = true        # restore pod VMs from a saved template VM (template.py);
+                              # unset: where the kernel has its module tree, else boot
+    template_dir = ""         # where templates are kept; default: runtime_root/templates
 
 ``runtime_path`` names the qemu binary as well (``qemu`` wins when both are set).
 ``runtime_config_path`` names a TOML file with the same keys at its top level
@@ -46,6 +49,9 @@ class VMOptions:
     virtiofsd: str = "/usr/lib/qemu/virtiofsd"
     boot_timeout: float = 180.0
     kernel_args: tuple[str, ...] = field(default_factory=tuple)
+    #: None (not set): a template where the kernel allows one, else boots.
+    vm_template: bool | None = None
+    template_dir: str = ""
 
 
 _ACCELS = ("auto", "kvm", "tcg")
@@ -62,7 +68,7 @@ def _check(name: str, value: Any) -> str | None:
     if name == "accel":
         ok = value in _ACCELS
         return None if ok else f"got {value!r}, expected one of: {', '.join(_ACCELS)}"
-    if name in ("kernel", "initrd", "guest_runtime", "qemu", "virtiofsd"):
+    if name in ("kernel", "initrd", "guest_runtime", "qemu", "virtiofsd", "template_dir"):
         return _path(value)
     if name == "memory":
         ok = isinstance(value, int) and not isinstance(value, bool) and 128 <= value <= 1 << 20
@@ -73,6 +79,8 @@ def _check(name: str, value: Any) -> str | None:
     if name == "boot_timeout":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         return None if ok else f"got {value!r}, expected a positive number of seconds"
+    if name == "vm_template":
+        return None if isinstance(value, bool) else f"got {value!r}, expected true or false"
     if name == "kernel_args":
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         return None if ok else f"got {value!r}, expected a list of non-empty strings"

@@ -68,7 +68,8 @@ from crio_plugins.runtime_clear.pods import (
     stats_from_agent,
     stop_orphan,
 )
-from crio_plugins.runtime_clear.vm import VM, VMSpec
+from crio_plugins.runtime_clear.template import TemplateSlot, handler_template, template_problem
+from crio_plugins.runtime_clear.vm import VM, VMSpec, find_supervisor
 
 __all__ = ["ClearRuntime"]
 
@@ -121,6 +122,7 @@ class ClearRuntime:
         self._lsm_args: tuple[str, ...] = ()
         self.containers: dict[str, VMContainer] = {}
         self._problem = ("VMNotStarted", "the runtime has not started")
+        self._template: TemplateSlot | None = None
         self._saver: asyncio.Task[None] | None = None
         self._forwards: set[asyncio.Task[None]] = set()
 
@@ -134,6 +136,12 @@ class ClearRuntime:
         self._problem = await asyncio.to_thread(self._check)
         if self._problem[0]:
             log.error("runtime handler %s: %s", self.handler_name, self._problem[1])
+        elif self._templates_wanted():
+            assert self.kernel is not None and self.initrd is not None
+            spec = handler_template(self.kernel, self.initrd, self.accel, self.options)
+            where = Path(self.options.template_dir or self.vm_root / "templates")
+            self._template = TemplateSlot(where, spec, self.options.boot_timeout)
+            self._template.start()
         self._saver = asyncio.create_task(self._save_seqs(), name=f"vm-seqs-{self.handler_name}")
 
     async def _save_seqs(self) -> None:
@@ -161,9 +169,24 @@ class ClearRuntime:
         for what, path in (("kernel", self.kernel), ("initrd", self.initrd)):
             if path is None or not path.is_file():
                 return "VMAssetsMissing", f"{what} {path} does not exist"
+        if self.options.vm_template:
+            problem = template_problem(self.kernel)
+            if problem:
+                return "VMTemplateUnsupported", problem
         return "", ""
 
+    def _templates_wanted(self) -> bool:
+        """vm_template = true (checked by _check), or unset and possible here."""
+        if self.options.vm_template is not None or self.kernel is None:
+            return bool(self.options.vm_template)
+        problem = template_problem(self.kernel)
+        if problem:
+            log.info("runtime handler %s: pod VMs boot: %s", self.handler_name, problem)
+        return not problem
+
     async def close(self) -> None:
+        if self._template is not None:
+            await self._template.close()
         if self._saver is not None:
             self._saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,19 +281,20 @@ class ClearRuntime:
         pod = self._pod(pod_sandbox_id)
         started = time.monotonic()
         try:
-            vm = await VM.boot(self._vm_spec(pod), timeout=self.options.boot_timeout)
+            vm = await self._start_vm(pod)
         except OSError as exc:  # its directory, the share's mount, the supervisor
             raise OCIRuntimeError(
-                f"pod sandbox {pod_sandbox_id}: its VM cannot boot: {exc}"
+                f"pod sandbox {pod_sandbox_id}: its VM cannot start: {exc}"
             ) from exc
         pod.supervisor_pid = vm.supervisor_pid
         await asyncio.to_thread(pod.save)
         pod.watch(vm)
         log.info(
-            "pod sandbox %s: VM ready in %.2fs (%s, guest kernel %s)",
+            "pod sandbox %s: VM ready in %.2fs (%s, %s, guest kernel %s)",
             pod_sandbox_id,
             time.monotonic() - started,
             vm.accel,
+            "restored from the template" if vm.restored else "booted",
             vm.ready.get("kernel"),
         )
         await vm.call("shm", size=SHM_SIZE)
@@ -279,6 +303,20 @@ class ClearRuntime:
                 await vm.call("sysctl", values=pod.sysctls)
             except (NotFoundError, OCIRuntimeError) as exc:
                 raise InvalidRequestError(f"RunPodSandbox: config.linux.sysctls: {exc}") from None
+
+    async def _start_vm(self, pod: PodVM) -> VM:
+        """Restore the pod's VM from the handler's template, or boot it."""
+        spec = self._vm_spec(pod)
+        template = await self._template.get() if self._template is not None else None
+        if template is not None:
+            assert self._template is not None
+            try:
+                return await VM.restore(spec, template, timeout=self.options.boot_timeout)
+            except CrioError as exc:
+                log.error("pod sandbox %s: restoring its VM from the template failed (%s); "
+                          "pod VMs boot from now on", pod.pod_sandbox_id, exc)  # fmt: skip
+                self._template.broken(str(exc))
+        return await VM.boot(spec, timeout=self.options.boot_timeout)
 
     async def restore_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
         pod = await asyncio.to_thread(PodVM.load, spec.run_dir)
@@ -313,7 +351,10 @@ class ClearRuntime:
                 if not pod.vm.died.done():
                     await pod.vm.shutdown(timeout=KILL_GRACE)
                 await pod.vm.release()
-            elif pod.supervisor_pid and is_supervisor(pod):
+                return
+            if not pod.supervisor_pid:  # a crash cut its start short
+                pod.supervisor_pid = await asyncio.to_thread(find_supervisor, pod.vm_dir)
+            if pod.supervisor_pid and is_supervisor(pod):
                 await stop_orphan(pod, KILL_GRACE)
 
     async def remove_sandbox(self, pod_sandbox_id: str) -> None:

@@ -18,6 +18,12 @@ outlives a crio restart. Standard library only (it starts in ~30 ms). It
 SIGTERM is the command to stop: qemu gets SIGTERM, then SIGKILL after
 ``kill_grace`` seconds. The supervisor's own exit status is 0 once exit.json
 is written, whatever happened to the VM.
+
+With a ``restore`` section the VM is restored from a template instead of
+booted (see ``template.py`` and ``_restore.py``): the NICs go on the
+transports the template left empty, the pod's RAM is a memfd copy of the
+template's, and once qemu has loaded the saved devices the two virtio-fs
+shares are hot-plugged and the guest runs on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _restore
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -95,8 +105,14 @@ def _run(*argv: str) -> None:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
 
 
-def wire_network() -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
-    """Tap every ethernet interface of the current netns; return qemu args, facts, pairs."""
+def wire_network(
+    transports: list[int] | None = None,
+) -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
+    """Tap every ethernet interface of the current netns; return qemu args, facts, pairs.
+
+    :param transports: put NIC number N on virtio-mmio transport ``transports[N]``
+        (a VM restored from a template); None: wherever qemu likes.
+    """
     qemu_args: list[str] = []
     interfaces: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
@@ -105,6 +121,10 @@ def wire_network() -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
         for link in _ip("addr", "show")
         if link.get("link_type") == "ether" and not link["ifname"].startswith("crio-tap")
     ]
+    if transports is not None and len(links) > len(transports):
+        raise RuntimeError(
+            f"the pod has {len(links)} interfaces; a VM from a template takes {len(transports)}"
+        )
     for index, link in enumerate(links):
         dev, tap = link["ifname"], f"crio-tap{index}"
         _run("ip", "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr")
@@ -122,12 +142,17 @@ def wire_network() -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
             for a in link.get("addr_info", [])
             if a.get("scope") == "global" and a.get("family") in ("inet", "inet6")
         ]
-        interfaces.append(
-            {"name": dev, "mac": link["address"], "mtu": link.get("mtu"), "addresses": addresses}
-        )
+        interface = {
+            "name": dev, "mac": link["address"], "mtu": link.get("mtu"), "addresses": addresses
+        }  # fmt: skip
+        device = f"virtio-net-device,netdev=net{index},mac={link['address']}"
+        if transports is not None:
+            interface["transport"] = transports[index]
+            device += f",bus=virtio-mmio-bus.{transports[index]}"
+        interfaces.append(interface)
         qemu_args += [
             "-netdev", f"tap,id=net{index},ifname={tap},script=no,downscript=no",
-            "-device", f"virtio-net-device,netdev=net{index},mac={link['address']}",
+            "-device", device,
         ]  # fmt: skip
     routes = []
     for family in ("-4", "-6"):
@@ -146,9 +171,13 @@ def unwire_network(pairs: list[tuple[str, str]]) -> None:
             _run("tc", "qdisc", "del", "dev", dev, "ingress")
 
 
-def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def _wait_for_socket(
+    path: Path, proc: subprocess.Popen[bytes], stopped: Any = lambda: "", timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if stopped():
+            raise RuntimeError("stopped while starting")
         if proc.poll() is not None:
             raise RuntimeError(f"virtiofsd for {path.name} exited with {proc.returncode}")
         if time.monotonic() > deadline:
@@ -173,9 +202,9 @@ def _virtiofsd(cfg: dict[str, Any], run: Path, tag: str, source: str, extra: lis
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
+        process_group=0,  # with its sandbox child: see Supervisor.finish
     )  # fmt: skip
     log.close()
-    _wait_for_socket(sock, proc)
     return proc
 
 
@@ -213,6 +242,12 @@ class Supervisor:
         self.stopped = ""
         self.pairs: list[tuple[str, str]] = []
         self.qemu_reaped = False
+        self.started = time.monotonic()
+        #: Seconds since the supervisor's start at each step (bench/vm.py prints them).
+        self.figures: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        self.figures[step] = round(time.monotonic() - self.started, 4)
 
     def on_term(self, signum: int, frame: Any) -> None:
         self.stopped = self.stopped or "stopped on command"
@@ -228,12 +263,15 @@ class Supervisor:
 
     def start(self) -> None:
         cfg, run = self.cfg, self.run
+        restore = cfg.get("restore")
         qemu_argv = list(cfg["qemu"])
         if cfg.get("netns"):
             setns(cfg["netns"], CLONE_NEWNET)
-            net_args, facts, self.pairs = wire_network()
+            transports = restore["nic_transports"] if restore else None
+            net_args, facts, self.pairs = wire_network(transports)
             qemu_argv += net_args
             (run / "network.json").write_text(json.dumps(facts))
+            self.mark("network")
         private_root(run / "root")
         root = _virtiofsd(cfg, run, "root", str(run / "root"), ["-o", "cache=always"])
         self.daemons[root.pid] = "root"
@@ -241,19 +279,57 @@ class Supervisor:
             cfg, run, "share", cfg["share_dir"], ["-o", "cache=auto", "-o", "announce_submounts"]
         )
         self.daemons[share.pid] = "share"
-        with open(run / "qemu.log", "ab") as log:
-            self.qemu = subprocess.Popen(
-                qemu_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+        self.mark("virtiofsd")
+        if restore:
+            self._restore(qemu_argv, restore, (root, share))
+        else:
+            _wait_for_socket(run / "fs-root.sock", root, lambda: self.stopped)
+            _wait_for_socket(run / "fs-share.sock", share, lambda: self.stopped)
+            self._spawn_qemu(qemu_argv)
         state = {
             "supervisor_pid": os.getpid(),
-            "qemu_pid": self.qemu.pid,
+            "qemu_pid": self.qemu.pid if self.qemu else 0,
             "virtiofsd_pids": sorted(self.daemons),
+            "figures": self.figures,
         }
         (run / "supervisor.json").write_text(json.dumps(state))
 
+    def _spawn_qemu(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+        if self.stopped:
+            raise RuntimeError("stopped while starting")
+        with open(self.run / "qemu.log", "ab") as log:
+            self.qemu = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=pass_fds
+            )
+        self.mark("qemu")
+
+    def _restore(self, argv: list[str], restore: dict[str, Any], daemons: tuple[Any, Any]) -> None:
+        """qemu waits for the saved state while its RAM is copied and the virtiofsd start."""
+        size = int(restore["memory_bytes"])
+        memfd = _restore.new_memory(size)
+        try:
+            token = restore["memory_token"]
+            self._spawn_qemu([a.replace(token, f"/proc/self/fd/{memfd}") for a in argv], (memfd,))
+            self.figures["memory_copied"] = _restore.fill_memory(memfd, restore["memory"], size)
+            self.mark("memory")
+        finally:
+            os.close(memfd)
+        _wait_for_socket(self.run / "fs-root.sock", daemons[0], lambda: self.stopped)
+        _wait_for_socket(self.run / "fs-share.sock", daemons[1], lambda: self.stopped)
+        self.mark("sockets")
+        if self.stopped:
+            raise RuntimeError("stopped while starting")
+        _restore.incoming(
+            str(self.run / "qmp.sock"),
+            restore["state"],
+            [(str(name), dict(args)) for name, args in restore["hotplug"]],
+            float(restore.get("timeout", 60)),
+            self.mark,
+        )
+
     def wait(self) -> int:
-        assert self.qemu is not None
+        if self.qemu is None:
+            return -1
         while True:
             if self.qemu_reaped:
                 return int(self.qemu.returncode or 0)
@@ -286,12 +362,21 @@ class Supervisor:
         return True
 
     def finish(self, status: int) -> None:
-        for pid in self.daemons:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in list(self.daemons):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        # A virtiofsd that qemu never connected to (a restore stopped early)
+        # sits in accept() and ignores SIGTERM: SIGKILL its group after a grace.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.daemons:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, sig)
+            deadline = time.monotonic() + DAEMON_GRACE
+            while self.daemons and time.monotonic() < deadline:
+                for pid in list(self.daemons):
+                    try:
+                        if os.waitpid(pid, os.WNOHANG)[0]:
+                            del self.daemons[pid]
+                    except ChildProcessError:
+                        del self.daemons[pid]
+                time.sleep(0.01)
         unwire_network(self.pairs)
         exit_info = {
             "status": status,

@@ -17,6 +17,7 @@ supervisor's death is the VM's death: :attr:`VM.died` resolves with its
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -32,14 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crio.errors import CrioError, OCIRuntimeError
+from crio.errors import CrioError, OCIRuntimeError, UnsupportedError
 from crio_plugins.runtime_clear import _mounts, _wire
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.client import AgentClient, AgentError
-from crio_plugins.runtime_clear.qemu import QemuSettings, qemu_argv
+from crio_plugins.runtime_clear.qemu import (
+    NIC_TRANSPORTS,
+    QemuSettings,
+    hotplug_commands,
+    qemu_argv,
+)
+from crio_plugins.runtime_clear.template import READY_SEQ, Template
 
-__all__ = ["AGENT_FILES", "VM", "RunResult", "VMExit", "VMSpec"]
+__all__ = ["AGENT_FILES", "VM", "RunResult", "VMExit", "VMSpec", "find_supervisor"]
 
 log = logging.getLogger("crio.runtime_clear")
 
@@ -53,8 +60,12 @@ AGENT_FILES = (
     "_guest_oci.py",
     "_guest_spec.py",
     "_guest_net.py",
+    "_guest_restore.py",
+    "_guest_rtnl.py",
 )
 AGENT_DIR = ".agent"
+#: Stands for the restored VM's RAM file (the supervisor's memfd) in its qemu command line.
+MEMORY_TOKEN = "@MEMORY@"
 #: How long a broken agent channel waits for the supervisor's report of the VM's death.
 DEATH_REPORT_GRACE = 3.0
 
@@ -142,6 +153,10 @@ class VM:
         self.ready: dict[str, Any] = {}
         self.network: dict[str, Any] = {}
         self.boot_seconds = 0.0
+        #: Made from a template (:meth:`restore`), not booted.
+        self.restored = False
+        #: Seconds from the start to each step of a restore (for bench/vm.py).
+        self.steps: dict[str, float] = {}
         self.died: asyncio.Future[VMExit] = asyncio.get_running_loop().create_future()
         self._watch = asyncio.create_task(self._watch_death(), name=f"vm-{self.name}")
 
@@ -160,10 +175,7 @@ class VM:
         facts = host_facts()
         accel = choose_accel(spec.accel, facts)
         started = time.monotonic()
-        spec.run_dir.mkdir(parents=True, exist_ok=True)
-        (spec.run_dir / "exit.json").unlink(missing_ok=True)
-        spec.share.mkdir(parents=True, exist_ok=True)
-        _mounts.make_shared(spec.share)
+        _prepare_dirs(spec)
         settings = QemuSettings(
             qemu=spec.qemu,
             kernel=spec.kernel,
@@ -177,14 +189,55 @@ class VM:
             guest_python=spec.guest_python,
             kernel_args=tuple(spec.kernel_args),
         )
-        config = {
-            "run_dir": str(spec.run_dir),
-            "share_dir": str(spec.share),
-            "virtiofsd": spec.virtiofsd,
-            "netns": spec.netns,
-            "kill_grace": spec.kill_grace,
-            "qemu": [*qemu_argv(settings), *spec.qemu_args],
+        config = _config(spec, [*qemu_argv(settings), *spec.qemu_args])
+        return await cls._start(spec, accel, config, lambda vm: vm._attach(started), timeout)
+
+    @classmethod
+    async def restore(cls, spec: VMSpec, template: Template, timeout: float = 180.0) -> VM:
+        """Start the VM from ``template`` (not a boot) and make it this pod's.
+
+        ``spec``'s kernel, initrd, memory and vcpus are the template's; it may
+        not add qemu arguments (a device the template lacks would be invisible
+        to the restored guest).
+
+        :raises UnsupportedError: ``spec.qemu_args`` were given.
+        :raises OCIRuntimeError: the VM died or did not get ready in ``timeout``.
+        """
+        if spec.qemu_args:
+            raise UnsupportedError(
+                f"VM {spec.run_dir.name}: a VM from a template takes no extra qemu arguments"
+            )
+        problem = missing_tools(spec)
+        if problem:
+            raise OCIRuntimeError(f"VM {spec.run_dir.name} cannot start: {problem}")
+        started = time.monotonic()
+        _prepare_dirs(spec)
+        config = _config(spec, template.argv(spec.run_dir, MEMORY_TOKEN))
+        config["restore"] = {
+            "memory_token": MEMORY_TOKEN,
+            "memory": str(template.memory),
+            "memory_bytes": template.spec.memory_mib << 20,
+            "state": str(template.state),
+            "hotplug": hotplug_commands(spec.run_dir),
+            "nic_transports": list(NIC_TRANSPORTS),
+            "timeout": timeout,
         }
+
+        async def attach(vm: VM) -> None:
+            vm.restored = True
+            await vm._attach_restored(started, timeout)
+
+        return await cls._start(spec, template.spec.accel, config, attach, timeout)
+
+    @classmethod
+    async def _start(
+        cls,
+        spec: VMSpec,
+        accel: str,
+        config: dict[str, Any],
+        attach: Callable[[VM], Awaitable[None]],
+        timeout: float,
+    ) -> VM:
         (spec.run_dir / "vm.json").write_text(json.dumps(config, indent=1))
         try:
             popen = await asyncio.to_thread(_spawn_supervisor, spec.run_dir)
@@ -193,7 +246,7 @@ class VM:
             raise
         vm = cls(spec, accel, popen.pid, _child_exit(popen))
         try:
-            await asyncio.wait_for(vm._attach(started), timeout)
+            await asyncio.wait_for(attach(vm), timeout)
         except BaseException as exc:
             await vm.kill()
             await vm.release()
@@ -215,6 +268,51 @@ class VM:
             await self._raise_if_dead("died while booting")
             raise
         self.boot_seconds = time.monotonic() - started
+        await self._configure_network()
+
+    async def _attach_restored(self, started: float, timeout: float) -> None:
+        """Make the restored guest this pod's (see ``_guest_restore``), then its network."""
+        network_file = self.spec.run_dir / "network.json"
+        try:
+            self.agent = await AgentClient.connect(
+                self.spec.run_dir / "agent.sock", self.name, alive=lambda: not self.died.done()
+            )
+            self.steps["connected"] = time.monotonic() - started
+            # The template's agent sent ``ready`` (and nothing after) to the host
+            # that made it: the events of this VM come after that one.
+            self.agent.last_seq = READY_SEQ
+            if network_file.exists():  # written before qemu started
+                self.network = json.loads(network_file.read_text())
+            transports = [int(i["transport"]) for i in self.network.get("interfaces", [])]
+            self.ready = await self.call(
+                "restore",
+                time_ns=time.time_ns(),
+                entropy=base64.b64encode(os.urandom(64)).decode(),
+                machine_id=uuid.uuid4().hex,
+                share_dir=GUEST_SHARE,
+                hostname=self.spec.hostname,
+                transports=transports,
+                timeout=timeout,
+            )
+            self.steps["restored"] = time.monotonic() - started
+            await self.call("resume", after=READY_SEQ)
+        except AgentError:
+            await self._raise_if_dead("died while being restored")
+            raise
+        if self.network:
+            await self.agent.call(
+                "network", interfaces=self.network["interfaces"], routes=self.network["routes"]
+            )
+        self.boot_seconds = self.steps["ready"] = time.monotonic() - started
+        with contextlib.suppress(OSError, ValueError):
+            supervisor = json.loads((self.spec.run_dir / "supervisor.json").read_text())
+            guest = self.ready.get("restore_seconds", 0)
+            figures = supervisor.get("figures")
+            log.debug("VM %s restored: %s; supervisor: %s; guest: %ss", self.name, self.steps,
+                      figures, guest)  # fmt: skip
+
+    async def _configure_network(self) -> None:
+        assert self.agent is not None
         network_file = self.spec.run_dir / "network.json"
         if network_file.exists():
             self.network = json.loads(network_file.read_text())
@@ -385,6 +483,44 @@ class VM:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
         await self.release()
+
+
+def find_supervisor(run_dir: Path) -> int:
+    """The pid of the supervisor of the VM in ``run_dir`` (a scan of /proc), or 0.
+
+    For a VM whose start was cut short by a crash before its supervisor's pid
+    was recorded: its command line names this run directory's ``vm.json``.
+    """
+    wanted = str(run_dir / "vm.json").encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in args and any(arg.endswith(b"/supervisor.py") for arg in args):
+            return int(entry.name)
+    return 0
+
+
+def _prepare_dirs(spec: VMSpec) -> None:
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / "exit.json").unlink(missing_ok=True)
+    spec.share.mkdir(parents=True, exist_ok=True)
+    _mounts.make_shared(spec.share)
+
+
+def _config(spec: VMSpec, qemu: list[str]) -> dict[str, Any]:
+    """The supervisor's ``vm.json``."""
+    return {
+        "run_dir": str(spec.run_dir),
+        "share_dir": str(spec.share),
+        "virtiofsd": spec.virtiofsd,
+        "netns": spec.netns,
+        "kill_grace": spec.kill_grace,
+        "qemu": qemu,
+    }
 
 
 def _spawn_supervisor(run_dir: Path) -> subprocess.Popen[bytes]:

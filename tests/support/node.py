@@ -17,6 +17,7 @@ import pytest
 from crio.api import api_pb2 as api
 from support.cri import PAUSE_IMAGE, Cri, pod_config, seed_images
 from support.daemon import CrioProcess
+from support.vm import shared_templates
 
 __all__ = ["HANDLERS", "Node", "start_node", "stop_node"]
 
@@ -113,6 +114,7 @@ def start_node(
         merged = {table: dict(keys) for table, keys in tables.items()}
         for table, keys in (more or {}).items():
             merged.setdefault(table, {}).update(keys)
+        shared_templates(merged)
         return merged
 
     process = CrioProcess(all_tables)

@@ -9,6 +9,7 @@ module-scoped VM can serve many synchronous tests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import threading
@@ -18,7 +19,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["LoopThread", "busybox_rootfs", "vm_assets_or_skip"]
+__all__ = [
+    "TEST_TEMPLATES",
+    "LoopThread",
+    "busybox_rootfs",
+    "shared_templates",
+    "vm_assets_or_skip",
+]
 
 T = TypeVar("T")
 
@@ -26,6 +33,16 @@ T = TypeVar("T")
 TEST_ASSETS = Path(os.environ.get("CRIO_TEST_VM_ASSETS", "/var/tmp/crio-test/vm-assets"))
 #: What `make prepare` (crio vm-assets with the default root) leaves.
 INSTALLED_ASSETS = Path("/var/lib/containers/storage/vm-assets")
+#: Where the crio of every test module keeps its pod VM templates (``template_dir``):
+#: one directory per checkout, so the first module builds the template and the
+#: others restore from it; another checkout's keys (its agent differs) live elsewhere.
+TEST_TEMPLATES = Path(
+    os.environ.get(
+        "CRIO_TEST_VM_TEMPLATES",
+        "/var/tmp/crio-test/vm-templates-"
+        + hashlib.sha256(str(Path(__file__).resolve().parents[2]).encode()).hexdigest()[:10],
+    )
+)
 
 
 def vm_assets_or_skip() -> Any:
@@ -49,6 +66,13 @@ def vm_assets_or_skip() -> Any:
         return assets.ensure(TEST_ASSETS)
     except CrioError as exc:
         pytest.skip(f"the pod VM kernel cannot be had here: {exc}")
+
+
+def shared_templates(tables: dict[str, dict[str, Any]]) -> None:
+    """Give every ``runtime_type = "vm"`` handler without a ``template_dir`` the tests' one."""
+    for name, keys in tables.items():
+        if name.startswith("crio.runtime.runtimes.") and keys.get("runtime_type") == "vm":
+            keys.setdefault("template_dir", str(TEST_TEMPLATES))
 
 
 def busybox_rootfs(target: Path, commands: tuple[str, ...] = ()) -> Path:

@@ -2,6 +2,8 @@
 
 One pod VM for this module: crio is restarted (SIGTERM, then SIGKILL) while a
 container keeps logging; afterwards its qemu is killed behind crio's back.
+This module's VM boots (``vm_template = false``); the others restore theirs
+from a template (``test_clear_template.py`` has the template's own cases).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def pod() -> Iterator[Pod]:
                 "kernel": str(assets.kernel),
                 "initrd": str(assets.initrd),
                 "boot_timeout": 300,
+                "vm_template": False,
             },
             # The 2017 trust mechanism: untrusted pods go to the VM handler.
             "crio.runtime": {"runtime_untrusted_workload": "clear"},
