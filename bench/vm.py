@@ -1,7 +1,7 @@
 """What a pod VM costs: boot, exec and container start in the guest, against the host.
 
 Usage (root): .venv/bin/python bench/vm.py [--boots 3] [--runs 20] [--pods 3]
-[--only harness|pods]
+[--only harness|restore|pods]
 
 Pod figures (a real crio with handlers runc and clear on one CNI bridge,
 busybox ``sleep`` per pod; rounds alternate between the two handlers),
@@ -19,6 +19,15 @@ Harness figures (runtime_clear.vm, no crio daemon), medians in ms:
 - container create+start: crun in the guest through the agent, against the
   peer: the same crun create+start of the same bundle on the host;
 - shutdown: agent ``shutdown`` until the supervisor has reported the end.
+
+Template figures (runtime_clear.template): the template's build (a boot
+plus a save, once per key), then VM.restore until the restored agent has
+made the guest this VM's, against VM.boot in the same run, with the steps
+of a restore (supervisor: memory copy, qemu up, state loaded, running;
+host: agent connected, guest restored) and the load average.
+
+Pods through crio go to three handlers on one bridge: ``clear`` (restored
+from its template), ``clearboot`` (``vm_template = false``) and runc.
 
 Prints figures and ratios; asserts nothing about time.
 """
@@ -43,8 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
+from crio_plugins.runtime_clear.options import parse_options
+from crio_plugins.runtime_clear.template import TemplateSlot, handler_template
 from crio_plugins.runtime_clear.vm import VM, VMSpec
-from support.vm import busybox_rootfs, vm_assets_or_skip
+from support.vm import TEST_TEMPLATES, busybox_rootfs, vm_assets_or_skip
 
 
 async def _ms(fn: Callable[[], Awaitable[object]]) -> float:
@@ -155,7 +166,80 @@ async def harness(boots: int, runs: int) -> None:
     print(f"  crun create+start guest {g:8.1f}   host peer {h:7.1f}   ratio {g / h:6.1f}x")
 
 
-POD_STEPS = ("RunPodSandbox", "Create+Start", "ExecSync true", "StopPodSandbox", "RemovePodSandbox")
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def restore(boots: int) -> None:
+    """Cold boot against template restore, alternating, in one process."""
+    assets = vm_assets_or_skip()
+    base = Path(tempfile.mkdtemp(prefix="crio-bench-vmt-", dir="/tmp"))
+    spec = handler_template(
+        assets.kernel, assets.initrd, choose_accel("auto", host_facts()), parse_options("b", {})
+    )
+    slot = TemplateSlot(TEST_TEMPLATES, spec, 600)
+    slot.start()
+    started = time.perf_counter()
+    template = await slot.get()
+    prepared = time.perf_counter() - started
+    if template is None:
+        raise SystemExit(f"no template: {slot.problem}")
+    boot_ms: list[float] = []
+    restore_ms: list[float] = []
+    steps: dict[str, list[float]] = {}
+    loads = [_load()]
+    try:
+        for n in range(boots):
+            vspec = VMSpec(run_dir=base / f"r{n}", kernel=assets.kernel, initrd=assets.initrd)
+            start = time.perf_counter()
+            vm = await VM.restore(vspec, template)
+            restore_ms.append((time.perf_counter() - start) * 1000)
+            figures = json.loads((vspec.run_dir / "supervisor.json").read_text())["figures"]
+            for step, value in {**figures, **vm.steps}.items():
+                steps.setdefault(step, []).append(
+                    value * 1000 if step != "memory_copied" else value
+                )
+            steps.setdefault("guest restore op", []).append(vm.ready["restore_seconds"] * 1000)
+            await vm.shutdown()
+            await vm.release()
+            bspec = VMSpec(run_dir=base / f"b{n}", kernel=assets.kernel, initrd=assets.initrd)
+            start = time.perf_counter()
+            vm = await VM.boot(bspec)
+            boot_ms.append((time.perf_counter() - start) * 1000)
+            await vm.shutdown()
+            await vm.release()
+            loads.append(_load())
+    finally:
+        await slot.close()
+        shutil.rmtree(base, ignore_errors=True)
+    facts = template.facts
+    print(f"pod VM template ({template.spec.accel.upper()}, {boots} of each, alternating; ms)")
+    print(f"  template: found or built in {prepared * 1000:.0f} (its build: boot+save "
+          f"{facts.get('boot_seconds', 0) * 1000:.0f}, guest ready at {facts.get('guest_uptime')}s"
+          f" uptime, saved state {facts.get('saved_bytes', 0) / 1024:.0f} KiB)")  # fmt: skip
+    b, r = statistics.median(boot_ms), statistics.median(restore_ms)
+    print(f"  cold boot to ready      {b:9.1f}   runs: " + ", ".join(f"{v:.0f}" for v in boot_ms))
+    print(
+        f"  restore to ready        {r:9.1f}   runs: " + ", ".join(f"{v:.0f}" for v in restore_ms)
+    )
+    print(f"  restore / boot          {r / b:9.2f}x")
+    print("  restore steps (medians, ms from the start; supervisor steps from its own start):")
+    for step, values in steps.items():
+        if step == "memory_copied":
+            print(f"    {'RAM copied (MiB)':22} {statistics.median(values) / 2**20:9.1f}")
+        else:
+            print(f"    {step:22} {statistics.median(values):9.1f}")
+    print(f"  load average: {' -> '.join(loads)}")
+
+
+POD_STEPS = (
+    "RunPodSandbox",
+    "Create+Start",
+    "pod start",
+    "ExecSync true",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+)
 
 
 def _pod_round(node: Any, cni: Any, handler: str, runs: int, got: dict[str, list[float]]) -> None:
@@ -169,6 +253,7 @@ def _pod_round(node: Any, cni: Any, handler: str, runs: int, got: dict[str, list
     start = clock()
     cid = node.cri.create(pod, container_config("b"), start=True)
     got["Create+Start"].append((clock() - start) * 1000)
+    got["pod start"].append(got["RunPodSandbox"][-1] + got["Create+Start"][-1])
     for _ in range(runs):
         start = clock()
         node.cri.exec(cid, ["true"])
@@ -187,27 +272,34 @@ def pods(rounds: int, runs: int) -> None:
 
     assets = vm_assets_or_skip()
     vm_root = Path(tempfile.mkdtemp(prefix="crio-bench-vmr-", dir="/tmp"))
+    clear = {
+        "runtime_type": "vm",
+        "runtime_root": str(vm_root),
+        "kernel": str(assets.kernel),
+        "initrd": str(assets.initrd),
+        "boot_timeout": 600,
+    }
     node = start_node(
         {
-            "crio.runtime.runtimes.clear": {
-                "runtime_type": "vm",
-                "runtime_root": str(vm_root),
-                "kernel": str(assets.kernel),
-                "initrd": str(assets.initrd),
-                "boot_timeout": 600,
-            }
+            "crio.runtime.runtimes.clear": clear,
+            "crio.runtime.runtimes.clearboot": {**clear, "vm_template": False},
         }
     )
     cni = CNIEnv(node.base / "cni")
     cni.net_dir = node.base / "net.d"
     cni.write(cni.conflist(portmap=False))
+    handlers = ("runc", "clear", "clearboot")
     figures: dict[str, dict[str, list[float]]] = {
-        h: {step: [] for step in POD_STEPS} for h in ("runc", "clear")
+        h: {step: [] for step in POD_STEPS} for h in handlers
     }
+    loads = [_load()]
     try:
+        # The first clear pod builds the template (once per key): not counted.
+        _pod_round(node, cni, "clear", 1, {step: [] for step in POD_STEPS})
         for _ in range(rounds):
-            for handler in ("runc", "clear"):
+            for handler in handlers:
                 _pod_round(node, cni, handler, runs, figures[handler])
+            loads.append(_load())
     finally:
         try:
             stop_node(node)
@@ -215,13 +307,15 @@ def pods(rounds: int, runs: int) -> None:
             cni.cleanup()
             shutil.rmtree(vm_root, ignore_errors=True)
     accel = choose_accel("auto", host_facts()).upper()
-    print(f"pods through crio: clear (pod VM, {accel}) against runc, {rounds} pods each; "
-          f"ExecSync over {runs} runs per pod; medians in ms")  # fmt: skip
-    print(f"  {'step':18} {'clear':>10} {'runc':>9} {'ratio':>8}")
+    print(f"pods through crio: clear (pod VM restored from a template, {accel}), clearboot "
+          f"(booted) and runc, {rounds} pods each; ExecSync over {runs} runs per pod; "
+          "medians in ms")  # fmt: skip
+    print(f"  {'step':18} {'clear':>10} {'clearboot':>10} {'runc':>9} {'clear/boot':>11} "
+          f"{'clear/runc':>11}")  # fmt: skip
     for step in POD_STEPS:
-        c = statistics.median(figures["clear"][step])
-        r = statistics.median(figures["runc"][step])
-        print(f"  {step:18} {c:10.1f} {r:9.1f} {c / r:7.1f}x")
+        c, b, r = (statistics.median(figures[h][step]) for h in handlers)
+        print(f"  {step:18} {c:10.1f} {b:10.1f} {r:9.1f} {c / b:10.2f}x {c / r:10.1f}x")
+    print(f"  load average: {' -> '.join(loads)}")
 
 
 def main() -> None:
@@ -229,11 +323,13 @@ def main() -> None:
     parser.add_argument("--boots", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--pods", type=int, default=3)
-    parser.add_argument("--only", choices=("harness", "pods"))
+    parser.add_argument("--only", choices=("harness", "restore", "pods"))
     args = parser.parse_args()
-    if args.only != "pods":
+    if args.only in (None, "harness"):
         asyncio.run(harness(args.boots, args.runs))
-    if args.only != "harness":
+    if args.only in (None, "restore"):
+        asyncio.run(restore(args.boots))
+    if args.only in (None, "pods"):
         pods(args.pods, args.runs)
 
 

@@ -11,13 +11,12 @@ the agent is ready. Every pod VM restored from it is that same guest, so the
    reseeded at once (``RNDADDENTROPY`` then ``RNDRESEEDCRNG``), so no two
    pods share random numbers; what the kernel makes lazily (``boot_id``,
    network hash secrets) is first made after this point;
-3. the pod's NICs, which qemu put on virtio-mmio transports the template
-   left empty (declared by the template's ACPI table), are bound to the
-   ``virtio-mmio`` driver: they get the pod's MACs from qemu;
-4. the host root and the pod's share, hot-plugged by the supervisor as
+3. the host root and the pod's share, hot-plugged by the supervisor as
    virtio-fs PCI devices once the restore was done (vhost-user-fs cannot be
    migrated), are mounted as a cold boot's init mounts them, and the agent
    moves into the new root;
+4. the pod's NICs, hot-plugged as virtio-net PCI devices with the pod's
+   MACs, are waited for (the ``network`` request configures them);
 5. a machine-id of its own is bound over ``/etc/machine-id``, and the
    hostname is set.
 """
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["Restore", "bind_transports", "reseed"]
+__all__ = ["Restore", "reseed", "switch_root", "wait_for_nics"]
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
@@ -48,10 +47,6 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_BIND = 4096
 MS_MOVE = 8192
-PLATFORM_DEVICES = "/sys/bus/platform/devices"
-VIRTIO_MMIO_BIND = "/sys/bus/platform/drivers/virtio-mmio/bind"
-#: ACPI names of the template's empty transports (see the host's ``_acpi``).
-TRANSPORT_PATH = "\\_SB_.CR%02d"
 NEW_ROOT = "/newroot"
 #: How often a mount of a hot-plugged virtio-fs tag is tried until it appears.
 MOUNT_RETRY = 0.005
@@ -91,27 +86,22 @@ def reseed(entropy: bytes) -> None:
         os.close(fd)
 
 
-def bind_transports(indexes: list[int]) -> list[str]:
-    """Bind ``virtio-mmio`` to the template's empty transports ``indexes``; the devices."""
-    wanted = {TRANSPORT_PATH % index: index for index in indexes}
-    found: dict[int, str] = {}
-    for name in sorted(os.listdir(PLATFORM_DEVICES)):
-        try:
-            path = read_text(f"{PLATFORM_DEVICES}/{name}/firmware_node/path").strip()
-        except OSError:
-            continue
-        if path in wanted:
-            found[wanted[path]] = name
-    missing = sorted(set(indexes) - set(found))
-    if missing:
-        raise Failure("not_found", f"restore: the template declares no transports {missing}")
-    for index in indexes:
-        try:
-            with open(VIRTIO_MMIO_BIND, "w") as handle:
-                handle.write(found[index])
-        except OSError as exc:
-            raise Failure("failed", f"restore: binding transport {index}: {exc}") from None
-    return [found[index] for index in indexes]
+def wait_for_nics(macs: list[str], deadline: float) -> list[str]:
+    """The names of the hot-plugged NICs with these MACs, once they all appeared."""
+    wanted = {mac.lower() for mac in macs}
+    while True:
+        found = {}
+        for name in os.listdir("/sys/class/net"):
+            try:
+                found[read_text(f"/sys/class/net/{name}/address").strip().lower()] = name
+            except OSError:
+                continue
+        if wanted <= set(found):
+            return [found[mac.lower()] for mac in macs]
+        if time.monotonic() > deadline:
+            missing = sorted(wanted - set(found))
+            raise Failure("not_found", f"restore: no NIC with MAC {', '.join(missing)} appeared")
+        time.sleep(MOUNT_RETRY)
 
 
 def _mount_hotplugged(tag: str, target: str, flags: int, deadline: float) -> None:
@@ -126,9 +116,8 @@ def _mount_hotplugged(tag: str, target: str, flags: int, deadline: float) -> Non
         time.sleep(MOUNT_RETRY)
 
 
-def switch_root(share_dir: str, timeout: float) -> None:
+def switch_root(share_dir: str, deadline: float) -> None:
     """Mount the host root and the share as a cold boot's init does; move into it."""
-    deadline = time.monotonic() + timeout
     new = NEW_ROOT
     _mount_hotplugged("root", new, MS_RDONLY, deadline)
     _must_mount("run", f"{new}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
@@ -177,9 +166,10 @@ class Restore:
         except ValueError as exc:
             raise Failure("invalid", f"restore: entropy: {exc}") from None
         reseed(entropy)
-        devices = bind_transports(list(args.get("transports", [])))
         self.restored = True  # from here on, a failure leaves a half-made guest
-        switch_root(args["share_dir"], float(args.get("timeout", 60)))
+        deadline = time.monotonic() + float(args.get("timeout", 60))
+        switch_root(args["share_dir"], deadline)
+        devices = wait_for_nics([str(mac) for mac in args.get("macs", [])], deadline)
         set_machine_id(args["machine_id"])
         if args.get("hostname"):
             with open("/proc/sys/kernel/hostname", "w") as handle:

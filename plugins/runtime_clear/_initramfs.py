@@ -11,9 +11,8 @@ rather than a hung one.
 A template VM (:func:`build_template_initramfs`) boots from the same archive
 with a second one appended: its own ``/init`` that mounts nothing from the
 host and runs the agent on a python carried in the initramfs (the host's,
-with just the files the agent loads), the modules for hot-plugged virtio-fs
-PCI devices; and a first one in front with the ACPI table of the empty
-virtio-mmio transports (the kernel reads tables only from there).
+with just the files the agent loads), and the modules for the virtio PCI
+devices hot-plugged into a restored VM.
 """
 
 from __future__ import annotations
@@ -143,21 +142,18 @@ def tree_entries(files: Sequence[CpioEntry]) -> list[CpioEntry]:
 
 def build_template_initramfs(
     base: bytes,
-    ssdt: bytes,
     modules: Sequence[tuple[str, bytes]],
     python: str,
     python_files: Sequence[CpioEntry],
     agent_files: Sequence[tuple[str, bytes]],
 ) -> bytes:
-    """A template's initramfs: the ACPI table, ``base`` (the pod VM's), then the overlay.
+    """A template's initramfs: ``base`` (the pod VM's), then the overlay.
 
-    :param ssdt: the table of the empty transports (:mod:`._acpi`).
     :param modules: ``(name, contents)`` loaded after the base's, in this order.
     :param python: the interpreter's path in the archive (and on the host).
     :param python_files: the interpreter, its libraries and modules, at their host paths.
     :param agent_files: ``(file name, contents)`` of the agent's modules.
     """
-    acpi = write_newc(tree_entries([file("kernel/firmware/acpi/crio-transports.aml", ssdt)]))
     script = TEMPLATE_INIT_SCRIPT.replace("@PYTHON@", python).replace("@AGENT@", AGENT_IN_INITRAMFS)
     order = "".join(f"{name}\n" for name, _ in modules)
     overlay = [
@@ -168,4 +164,4 @@ def build_template_initramfs(
         *python_files,
     ]
     # The base archive made lib/ and lib/modules/ already; repeating a directory is harmless.
-    return acpi + base + write_newc(tree_entries(overlay))
+    return base + write_newc(tree_entries(overlay))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["QMP", "QMPError", "encode_command", "parse_line"]
@@ -44,7 +45,10 @@ def parse_line(line: bytes) -> dict[str, Any]:
 class QMP:
     """One monitor connection; every call blocks until qemu answers."""
 
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str, timeout: float = 30.0, alive: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Connect, waiting up to ``timeout`` for qemu to listen while ``alive()`` holds."""
         self.timeout = timeout
         self.events: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -55,6 +59,8 @@ class QMP:
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 sock.close()
+                if not alive():
+                    raise QMPError(f"qemu went away before its monitor {path} opened") from exc
                 if time.monotonic() > deadline:
                     raise QMPError(f"no qemu monitor on {path} after {timeout:g}s") from exc
                 time.sleep(0.005)
@@ -75,7 +81,7 @@ class QMP:
             raise QMPError("qemu closed its monitor")
         return parse_line(line)
 
-    def execute(self, name: str, **args: Any) -> Any:
+    def execute(self, name: str, /, **args: Any) -> Any:
         """Run one command; its ``return`` value.
 
         :raises QMPError: qemu answered with an error (its class and text), or

@@ -85,15 +85,17 @@ def incoming(
     hotplug: list[tuple[str, dict[str, Any]]],
     timeout: float,
     mark: Callable[[str], None] = lambda step: None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> None:
     """Load the saved devices into the waiting qemu, plug the shares, run the guest.
 
     :param hotplug: QMP commands (``chardev-add``, ``device_add``) run once the
         state is in.
     :param mark: told of each step done (``monitor``, ``loaded``, ``running``).
+    :param alive: False once qemu is gone or the supervisor was told to stop.
     :raises QMPError: qemu refused a step; the message says which.
     """
-    qmp = QMP(qmp_path, timeout=timeout)
+    qmp = QMP(qmp_path, timeout=timeout, alive=alive)
     try:
         mark("monitor")
         qmp.execute(

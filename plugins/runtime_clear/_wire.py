@@ -131,7 +131,7 @@ OPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "resume": ({"after": int}, {}),
     "restore": (
         {"time_ns": int, "entropy": str, "machine_id": str, "share_dir": str},
-        {"hostname": str, "transports": list, "timeout": (int, float)},
+        {"hostname": str, "macs": list, "timeout": (int, float)},
     ),
     "connect": ({"conn_id": str, "port": int}, {}),
     "send": ({"conn_id": str, "data": str}, {}),

@@ -14,8 +14,8 @@
     virtiofsd = "/usr/lib/qemu/virtiofsd"
     boot_timeout = 180        # seconds until the agent must be ready
     kernel_args = []          # extra guest kernel parameters
-    vm_template = true        # restore pod VMs from a saved template VM (template.py);
-                              # unset: where the kernel has its module tree, else boot
+    vm_template = "auto"      # restore pod VMs from a saved template VM (template.py):
+                              # "auto" where the kernel has its module tree, else boot
     template_dir = ""         # where templates are kept; default: runtime_root/templates
 
 ``runtime_path`` names the qemu binary as well (``qemu`` wins when both are set).
@@ -49,8 +49,8 @@ class VMOptions:
     virtiofsd: str = "/usr/lib/qemu/virtiofsd"
     boot_timeout: float = 180.0
     kernel_args: tuple[str, ...] = field(default_factory=tuple)
-    #: None (not set): a template where the kernel allows one, else boots.
-    vm_template: bool | None = None
+    #: "auto": a template where the kernel allows one, else boots.
+    vm_template: bool | str = "auto"
     template_dir: str = ""
 
 
@@ -80,7 +80,8 @@ def _check(name: str, value: Any) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         return None if ok else f"got {value!r}, expected a positive number of seconds"
     if name == "vm_template":
-        return None if isinstance(value, bool) else f"got {value!r}, expected true or false"
+        ok = isinstance(value, bool) or value == "auto"
+        return None if ok else f"got {value!r}, expected true, false or \"auto\""
     if name == "kernel_args":
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         return None if ok else f"got {value!r}, expected a list of non-empty strings"

@@ -10,11 +10,10 @@ pod's interfaces.
 
 :func:`template_argv` is the machine a template is saved from and every pod
 VM restored from it (see :mod:`.template`): the same, but with no virtio-fs
-device (vhost-user-fs cannot be migrated in qemu 7.2) and PCIe root ports
-for them to be hot-plugged into after the restore, memory from a file (the
-template's, or the pod's copy of it), the agent on a fixed transport, the
-NICs on transports the template leaves empty (its initramfs declares them
-to the guest in an ACPI table), and a QMP monitor.
+device (vhost-user-fs cannot be migrated in qemu 7.2) and no NIC, but PCIe
+root ports for them to be hot-plugged into after the restore, memory from a
+file (the template's, or the pod's copy of it), the agent on a fixed
+transport, and a QMP monitor.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from typing import Any
 __all__ = [
     "AGENT_TRANSPORT",
     "HOTPLUG_PORTS",
-    "NIC_TRANSPORTS",
+    "NIC_PORTS",
     "QemuSettings",
     "hotplug_commands",
     "kernel_cmdline",
@@ -38,10 +37,10 @@ __all__ = [
 
 #: The virtio-mmio transport of a template machine's agent port.
 AGENT_TRANSPORT = 23
-#: Transports a template leaves empty for a restored VM's NICs.
-NIC_TRANSPORTS = tuple(range(8))
 #: PCIe root ports of a template machine: virtio-fs tag -> port.
 HOTPLUG_PORTS = {"root": "crio-rp0", "share": "crio-rp1"}
+#: PCIe root ports for a restored VM's NICs (a pod with more interfaces boots).
+NIC_PORTS = tuple(f"crio-rpn{n}" for n in range(4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +145,7 @@ def template_argv(settings: QemuSettings, memory_path: str, incoming: bool = Fal
         "-device", "virtserialport,chardev=agent,name=crio.agent",
         "-qmp", f"unix:{run / 'qmp.sock'},server=on,wait=off",
     ]  # fmt: skip
-    for chassis, port in enumerate(HOTPLUG_PORTS.values(), start=1):
+    for chassis, port in enumerate((*HOTPLUG_PORTS.values(), *NIC_PORTS), start=1):
         argv += ["-device", f"pcie-root-port,id={port},bus=pcie.0,chassis={chassis}"]
     if not incoming:
         # A restored VM needs no kernel: its RAM holds the running one (and qemu

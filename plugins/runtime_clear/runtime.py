@@ -68,8 +68,8 @@ from crio_plugins.runtime_clear.pods import (
     stats_from_agent,
     stop_orphan,
 )
-from crio_plugins.runtime_clear.template import TemplateSlot, handler_template, template_problem
-from crio_plugins.runtime_clear.vm import VM, VMSpec, find_supervisor
+from crio_plugins.runtime_clear.template import TemplateSlot, handler_slot, template_problem
+from crio_plugins.runtime_clear.vm import VM, VMSpec, find_supervisor, start_vm
 
 __all__ = ["ClearRuntime"]
 
@@ -136,12 +136,10 @@ class ClearRuntime:
         self._problem = await asyncio.to_thread(self._check)
         if self._problem[0]:
             log.error("runtime handler %s: %s", self.handler_name, self._problem[1])
-        elif self._templates_wanted():
-            assert self.kernel is not None and self.initrd is not None
-            spec = handler_template(self.kernel, self.initrd, self.accel, self.options)
-            where = Path(self.options.template_dir or self.vm_root / "templates")
-            self._template = TemplateSlot(where, spec, self.options.boot_timeout)
-            self._template.start()
+        else:
+            self._template = handler_slot(self.handler_name, self.vm_root, self.kernel,
+                                          self.initrd, self.accel, self.options,
+                                          (*self._lsm_args, *self.options.kernel_args))  # fmt: skip
         self._saver = asyncio.create_task(self._save_seqs(), name=f"vm-seqs-{self.handler_name}")
 
     async def _save_seqs(self) -> None:
@@ -169,20 +167,8 @@ class ClearRuntime:
         for what, path in (("kernel", self.kernel), ("initrd", self.initrd)):
             if path is None or not path.is_file():
                 return "VMAssetsMissing", f"{what} {path} does not exist"
-        if self.options.vm_template:
-            problem = template_problem(self.kernel)
-            if problem:
-                return "VMTemplateUnsupported", problem
-        return "", ""
-
-    def _templates_wanted(self) -> bool:
-        """vm_template = true (checked by _check), or unset and possible here."""
-        if self.options.vm_template is not None or self.kernel is None:
-            return bool(self.options.vm_template)
-        problem = template_problem(self.kernel)
-        if problem:
-            log.info("runtime handler %s: pod VMs boot: %s", self.handler_name, problem)
-        return not problem
+        problem = template_problem(self.kernel) if self.options.vm_template is True else ""
+        return ("VMTemplateUnsupported", problem) if problem else ("", "")
 
     async def close(self) -> None:
         if self._template is not None:
@@ -281,7 +267,7 @@ class ClearRuntime:
         pod = self._pod(pod_sandbox_id)
         started = time.monotonic()
         try:
-            vm = await self._start_vm(pod)
+            vm = await start_vm(self._vm_spec(pod), self._template, self.options.boot_timeout)
         except OSError as exc:  # its directory, the share's mount, the supervisor
             raise OCIRuntimeError(
                 f"pod sandbox {pod_sandbox_id}: its VM cannot start: {exc}"
@@ -303,20 +289,6 @@ class ClearRuntime:
                 await vm.call("sysctl", values=pod.sysctls)
             except (NotFoundError, OCIRuntimeError) as exc:
                 raise InvalidRequestError(f"RunPodSandbox: config.linux.sysctls: {exc}") from None
-
-    async def _start_vm(self, pod: PodVM) -> VM:
-        """Restore the pod's VM from the handler's template, or boot it."""
-        spec = self._vm_spec(pod)
-        template = await self._template.get() if self._template is not None else None
-        if template is not None:
-            assert self._template is not None
-            try:
-                return await VM.restore(spec, template, timeout=self.options.boot_timeout)
-            except CrioError as exc:
-                log.error("pod sandbox %s: restoring its VM from the template failed (%s); "
-                          "pod VMs boot from now on", pod.pod_sandbox_id, exc)  # fmt: skip
-                self._template.broken(str(exc))
-        return await VM.boot(spec, timeout=self.options.boot_timeout)
 
     async def restore_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
         pod = await asyncio.to_thread(PodVM.load, spec.run_dir)

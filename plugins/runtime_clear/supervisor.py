@@ -20,10 +20,10 @@ SIGTERM is the command to stop: qemu gets SIGTERM, then SIGKILL after
 is written, whatever happened to the VM.
 
 With a ``restore`` section the VM is restored from a template instead of
-booted (see ``template.py`` and ``_restore.py``): the NICs go on the
-transports the template left empty, the pod's RAM is a memfd copy of the
-template's, and once qemu has loaded the saved devices the two virtio-fs
-shares are hot-plugged and the guest runs on.
+booted (see ``template.py`` and ``_restore.py``): the pod's RAM is a memfd
+copy of the template's, and once qemu has loaded the saved devices the two
+virtio-fs shares and the NICs (virtio-net PCI, on the taps) are hot-plugged
+and the guest runs on.
 """
 
 from __future__ import annotations
@@ -106,12 +106,14 @@ def _run(*argv: str) -> None:
 
 
 def wire_network(
-    transports: list[int] | None = None,
-) -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
+    ports: list[str] | None = None,
+) -> tuple[list[Any], dict[str, Any], list[tuple[str, str]]]:
     """Tap every ethernet interface of the current netns; return qemu args, facts, pairs.
 
-    :param transports: put NIC number N on virtio-mmio transport ``transports[N]``
-        (a VM restored from a template); None: wherever qemu likes.
+    :param ports: a VM restored from a template: NIC number N is hot-plugged
+        into PCIe root port ``ports[N]`` once the restore is done, so the
+        first result is QMP commands (``netdev_add``, ``device_add``) instead
+        of qemu arguments.
     """
     qemu_args: list[str] = []
     interfaces: list[dict[str, Any]] = []
@@ -121,9 +123,9 @@ def wire_network(
         for link in _ip("addr", "show")
         if link.get("link_type") == "ether" and not link["ifname"].startswith("crio-tap")
     ]
-    if transports is not None and len(links) > len(transports):
+    if ports is not None and len(links) > len(ports):
         raise RuntimeError(
-            f"the pod has {len(links)} interfaces; a VM from a template takes {len(transports)}"
+            f"the pod has {len(links)} interfaces; a VM from a template takes {len(ports)}"
         )
     for index, link in enumerate(links):
         dev, tap = link["ifname"], f"crio-tap{index}"
@@ -145,14 +147,17 @@ def wire_network(
         interface = {
             "name": dev, "mac": link["address"], "mtu": link.get("mtu"), "addresses": addresses
         }  # fmt: skip
-        device = f"virtio-net-device,netdev=net{index},mac={link['address']}"
-        if transports is not None:
-            interface["transport"] = transports[index]
-            device += f",bus=virtio-mmio-bus.{transports[index]}"
         interfaces.append(interface)
+        if ports is not None:
+            netdev = {"type": "tap", "id": f"net{index}", "ifname": tap, "script": "no",
+                      "downscript": "no"}  # fmt: skip
+            device = {"driver": "virtio-net-pci", "id": f"nic{index}", "netdev": f"net{index}",
+                      "mac": link["address"], "bus": ports[index]}  # fmt: skip
+            qemu_args += [("netdev_add", netdev), ("device_add", device)]
+            continue
         qemu_args += [
             "-netdev", f"tap,id=net{index},ifname={tap},script=no,downscript=no",
-            "-device", device,
+            "-device", f"virtio-net-device,netdev=net{index},mac={link['address']}",
         ]  # fmt: skip
     routes = []
     for family in ("-4", "-6"):
@@ -267,9 +272,11 @@ class Supervisor:
         qemu_argv = list(cfg["qemu"])
         if cfg.get("netns"):
             setns(cfg["netns"], CLONE_NEWNET)
-            transports = restore["nic_transports"] if restore else None
-            net_args, facts, self.pairs = wire_network(transports)
-            qemu_argv += net_args
+            net_args, facts, self.pairs = wire_network(restore["nic_ports"] if restore else None)
+            if restore:
+                restore["hotplug"] = [*restore["hotplug"], *net_args]
+            else:
+                qemu_argv += net_args
             (run / "network.json").write_text(json.dumps(facts))
             self.mark("network")
         private_root(run / "root")
@@ -325,13 +332,15 @@ class Supervisor:
             [(str(name), dict(args)) for name, args in restore["hotplug"]],
             float(restore.get("timeout", 60)),
             self.mark,
+            lambda: not self.stopped and self.qemu is not None and self.qemu.poll() is None,
         )
 
     def wait(self) -> int:
         if self.qemu is None:
             return -1
         while True:
-            if self.qemu_reaped:
+            # Reaped already: by _qemu_outlives, or by a Popen.poll() while restoring.
+            if self.qemu_reaped or self.qemu.returncode is not None:
                 return int(self.qemu.returncode or 0)
             try:
                 pid, status = os.waitpid(-1, 0)

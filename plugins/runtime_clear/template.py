@@ -9,10 +9,10 @@ migration of the device state: no kernel boot, no agent start.
 
 What qemu 7.2 (Debian 12) cannot carry across a migration is added after
 it: vhost-user-fs refuses to be migrated, so the template has no virtio-fs
-device, only empty PCIe root ports, and the supervisor hot-plugs the pod's
-two shares once the state is in (see ``supervisor.py``); the pod's NICs sit
-on virtio-mmio transports the template leaves empty, which its initramfs
-declares to the guest (:mod:`._acpi`), and the agent binds them. The guest
+device and no NIC, only empty PCIe root ports, and the supervisor
+hot-plugs the pod's two shares and its NICs once the state is in (see
+``supervisor.py``; a virtio-mmio NIC present during the incoming migration
+but bound only afterwards lost the frames sent to it). The guest
 then takes the pod's identity (clock, entropy, machine-id, hostname: see
 ``_guest_restore.py``).
 
@@ -20,7 +20,7 @@ Templates live in the handler's ``template_dir`` (default
 ``VM_ROOT/templates``, in the handler's run directory), one directory per
 key (see :mod:`._template_store`). The key hashes everything the saved state
 depends on: the kernel, the template's initramfs (base initramfs, agent, the
-python it carries, the ACPI table, modules), the qemu binary and the
+python it carries, modules), the qemu binary and the
 machine's settings; another key means another template, and the old one is
 removed once no crio uses it.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from crio.errors import CrioError, OCIRuntimeError, UnsupportedError
-from crio_plugins.runtime_clear import _acpi, _initramfs
+from crio_plugins.runtime_clear import _initramfs
 from crio_plugins.runtime_clear import _template_store as _store
 from crio_plugins.runtime_clear._modules import ModuleError, load_order
 from crio_plugins.runtime_clear._qmp import QMP, QMPError
@@ -52,7 +52,6 @@ from crio_plugins.runtime_clear.assets import AssetsError, sha256_file
 from crio_plugins.runtime_clear.client import AgentClient
 from crio_plugins.runtime_clear.options import VMOptions
 from crio_plugins.runtime_clear.qemu import (
-    NIC_TRANSPORTS,
     QemuSettings,
     template_argv,
     template_cmdline,
@@ -63,9 +62,11 @@ __all__ = [
     "TemplateSlot",
     "TemplateSpec",
     "build",
+    "handler_slot",
     "handler_template",
     "prepare",
     "template_problem",
+    "templates_wanted",
 ]
 
 log = logging.getLogger("crio.runtime_clear")
@@ -149,7 +150,48 @@ def template_problem(kernel: Path) -> str:
     return ""
 
 
-def handler_template(kernel: Path, initrd: Path, accel: str, options: VMOptions) -> TemplateSpec:
+def templates_wanted(option: bool | str, kernel: Path | None, handler_name: str) -> bool:
+    """``vm_template = true`` (refused by the handler's check where impossible), or
+    ``"auto"`` and possible with this kernel."""
+    if option != "auto" or kernel is None:
+        return option is True
+    problem = template_problem(kernel)
+    if problem:
+        log.info("runtime handler %s: pod VMs boot: %s", handler_name, problem)
+    return not problem
+
+
+def handler_slot(
+    handler_name: str,
+    vm_root: Path,
+    kernel: Path | None,
+    initrd: Path | None,
+    accel: str,
+    options: VMOptions,
+    kernel_args: tuple[str, ...] = (),
+) -> TemplateSlot | None:
+    """The started template slot of a handler that wants one (else None: its VMs boot).
+
+    :param kernel_args: the guest kernel's arguments, as a booted VM gets them.
+    """
+    if kernel is None or initrd is None:
+        return None
+    if not templates_wanted(options.vm_template, kernel, handler_name):
+        return None
+    where = Path(options.template_dir or vm_root / "templates")
+    spec = handler_template(kernel, initrd, accel, options, kernel_args or options.kernel_args)
+    slot = TemplateSlot(where, spec, options.boot_timeout)
+    slot.start()
+    return slot
+
+
+def handler_template(
+    kernel: Path,
+    initrd: Path,
+    accel: str,
+    options: VMOptions,
+    kernel_args: tuple[str, ...] | None = None,
+) -> TemplateSpec:
     """What the template of a handler with these options is made of."""
     return TemplateSpec(
         kernel=kernel,
@@ -159,7 +201,7 @@ def handler_template(kernel: Path, initrd: Path, accel: str, options: VMOptions)
         memory_mib=options.memory,
         vcpus=options.vcpus,
         qemu=options.qemu,
-        kernel_args=options.kernel_args,
+        kernel_args=options.kernel_args if kernel_args is None else kernel_args,
         tsc_khz=host_facts().tsc_khz,
     )
 
@@ -202,7 +244,6 @@ def prepare(spec: TemplateSpec) -> tuple[str, bytes]:
     agent = [(name, (HERE / name).read_bytes()) for name in AGENT_FILES]
     initramfs = _initramfs.build_template_initramfs(
         spec.initrd.read_bytes(),
-        _acpi.ssdt_for_transports(NIC_TRANSPORTS),
         _extra_modules(spec.modules_dir),
         python,
         python_files,

@@ -39,14 +39,14 @@ from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.client import AgentClient, AgentError
 from crio_plugins.runtime_clear.qemu import (
-    NIC_TRANSPORTS,
+    NIC_PORTS,
     QemuSettings,
     hotplug_commands,
     qemu_argv,
 )
-from crio_plugins.runtime_clear.template import READY_SEQ, Template
+from crio_plugins.runtime_clear.template import READY_SEQ, Template, TemplateSlot
 
-__all__ = ["AGENT_FILES", "VM", "RunResult", "VMExit", "VMSpec", "find_supervisor"]
+__all__ = ["AGENT_FILES", "VM", "RunResult", "VMExit", "VMSpec", "find_supervisor", "start_vm"]
 
 log = logging.getLogger("crio.runtime_clear")
 
@@ -219,7 +219,7 @@ class VM:
             "memory_bytes": template.spec.memory_mib << 20,
             "state": str(template.state),
             "hotplug": hotplug_commands(spec.run_dir),
-            "nic_transports": list(NIC_TRANSPORTS),
+            "nic_ports": list(NIC_PORTS),
             "timeout": timeout,
         }
 
@@ -283,7 +283,7 @@ class VM:
             self.agent.last_seq = READY_SEQ
             if network_file.exists():  # written before qemu started
                 self.network = json.loads(network_file.read_text())
-            transports = [int(i["transport"]) for i in self.network.get("interfaces", [])]
+            macs = [str(i["mac"]) for i in self.network.get("interfaces", [])]
             self.ready = await self.call(
                 "restore",
                 time_ns=time.time_ns(),
@@ -291,7 +291,7 @@ class VM:
                 machine_id=uuid.uuid4().hex,
                 share_dir=GUEST_SHARE,
                 hostname=self.spec.hostname,
-                transports=transports,
+                macs=macs,
                 timeout=timeout,
             )
             self.steps["restored"] = time.monotonic() - started
@@ -483,6 +483,20 @@ class VM:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
         await self.release()
+
+
+async def start_vm(spec: VMSpec, slot: TemplateSlot | None, timeout: float) -> VM:
+    """Restore the VM from the slot's template, or boot it (no template, or the restore failed)."""
+    template = await slot.get() if slot is not None else None
+    if template is not None:
+        assert slot is not None
+        try:
+            return await VM.restore(spec, template, timeout=timeout)
+        except CrioError as exc:
+            log.error("VM %s: restoring it from the template failed (%s); VMs boot from now on",
+                      spec.run_dir.name, exc)  # fmt: skip
+            slot.broken(str(exc))
+    return await VM.boot(spec, timeout=timeout)
 
 
 def find_supervisor(run_dir: Path) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crio_plugins.runtime_clear import _acpi, _guest_rtnl, _qmp
+from crio_plugins.runtime_clear import _guest_rtnl, _qmp
 from crio_plugins.runtime_clear import _template_store as store
 from crio_plugins.runtime_clear._cpio import file
 from crio_plugins.runtime_clear._initramfs import (
@@ -32,33 +32,9 @@ from crio_plugins.runtime_clear.qemu import (
     hotplug_commands,
     template_argv,
 )
+from crio_plugins.runtime_clear.template import templates_wanted
 
 PLUGIN = Path(__file__).resolve().parents[3] / "plugins" / "runtime_clear"
-
-# -- the ACPI table --------------------------------------------------------------------
-
-
-def test_pkg_length_takes_one_to_four_bytes_and_counts_itself() -> None:
-    assert _acpi.pkg_length(0x3E) == bytes([0x3F])
-    assert _acpi.pkg_length(0x3F) == bytes([0x41, 0x04])  # 0x41 = one more byte, low nibble 1
-    assert _acpi.pkg_length(0xFFD) == bytes([0x4F, 0xFF])
-    assert _acpi.pkg_length(0xFFE) == bytes([0x81, 0x00, 0x01])  # 0xFFE + 3 = 0x1001
-
-
-def test_the_ssdt_declares_each_transport_as_qemu_declares_the_used_ones() -> None:
-    table = _acpi.ssdt_for_transports([2, 0, 2])
-    signature, length, revision = struct.unpack_from("<4sIB", table)
-    assert (signature, length, revision) == (b"SSDT", len(table), 2)
-    assert sum(table) % 256 == 0
-    assert table.count(b"LNRO0005\0") == 2
-    assert b"CR00" in table and b"CR02" in table and b"CR01" not in table
-    # Memory32Fixed read-write at the transport's base, 512 bytes; GSI 24 + N, level, high.
-    assert struct.pack("<BHBII", 0x86, 9, 1, 0xFEB00400, 0x200) in table
-    assert struct.pack("<BHBBI", 0x89, 6, 1, 1, 26) in table
-    assert _acpi.device_name(2) == "\\_SB_.CR02"
-    with pytest.raises(ValueError):
-        _acpi.transport_base(24)
-
 
 # -- the template's initramfs ----------------------------------------------------------
 
@@ -82,19 +58,17 @@ def _newc(archive: bytes) -> list[tuple[list[tuple[str, int, bytes]], int]]:
     return archives
 
 
-def test_template_initramfs_is_the_acpi_table_the_base_then_the_overlay() -> None:
+def test_template_initramfs_is_the_base_then_the_overlay() -> None:
     base = build_template_initramfs.__globals__["write_newc"]([file("init", b"base")])
     made = build_template_initramfs(
         base,
-        b"SSDT-bytes",
         [("virtio_pci", b"ko")],
         "/usr/bin/python3.11",
         [file("usr/bin/python3.11", b"elf", 0o755)],
         [("agent.py", b"print()")],
     )
-    (acpi, _), (base_entries, _), (overlay, end) = _newc(made)
+    (base_entries, _), (overlay, end) = _newc(made)
     assert end == len(made)
-    assert ("kernel/firmware/acpi/crio-transports.aml", 0o100644, b"SSDT-bytes") in acpi
     assert [name for name, _, _ in base_entries] == ["init"]
     names = {name: data for name, _, data in overlay}
     assert (
@@ -227,7 +201,7 @@ def test_template_machine_saved_and_restored(tmp_path: Path) -> None:
 
 
 def test_vm_template_and_template_dir_are_validated() -> None:
-    assert parse_options("clear", {}).vm_template is None
+    assert parse_options("clear", {}).vm_template == "auto"
     assert parse_options("clear", {"vm_template": False}).vm_template is False
     assert parse_options("clear", {"template_dir": "/x"}).template_dir == "/x"
     for key, value in (("vm_template", "yes"), ("template_dir", "rel")):
@@ -345,4 +319,5 @@ def test_vm_template_true_is_refused_without_the_kernels_module_tree(tmp_path: P
     reason, message = asked._check()
     assert reason == "VMTemplateUnsupported" and "module tree" in message
     unset = plugins.runtime("clear", RuntimeHandler(runtime_type="vm", **paths), config.Config())  # type: ignore[call-arg]
-    assert unset._check() == ("", "") and unset._templates_wanted() is False  # it boots
+    assert unset._check() == ("", "")
+    assert templates_wanted("auto", tmp_path / "vmlinux", "clear") is False  # it boots
