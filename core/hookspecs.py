@@ -110,6 +110,10 @@ def crio_graph_driver(
     :param runroot: the store's run directory (mount counts, run-time state).
     :param options: ``storage_option`` entries; entries prefixed with another
         driver's name (``"btrfs.min_space=..."``) are not yours, ignore them.
+        Each ``[crio] additionalimagestores`` path arrives as a
+        ``NAME.imagestore=PATH`` entry (containers/storage's form): a read-only
+        store whose layers may be parents of yours; refuse it with
+        :class:`~crio.errors.ConfigError` if your layers cannot have parents there.
     :returns: an object satisfying :class:`crio.storage.driver.GraphDriver`.
 
     Raise :class:`~crio.errors.UnsupportedError` when ``name`` is yours but the

@@ -171,7 +171,9 @@ class GraphDriver(Protocol):
 
         Overlay: ``ID/diff``; vfs: the layer's full copy. Core reads a
         layer's original tar back from here with tar-split. None when the
-        driver cannot show the files without mounting.
+        driver cannot show the files without mounting (devicemapper): core
+        then mounts the layer read-only (:meth:`get` with ``("ro",)``) for the
+        while and reads them there.
         """
 
     async def metadata(self, layer_id: str) -> Mapping[str, str]:
