@@ -33,3 +33,15 @@ def test_sizes_are_binary(text: str, size: int) -> None:
 def test_a_bad_size_names_the_option(text: str) -> None:
     with pytest.raises(ConfigError, match=r"dm\.basesize: got"):
         parse_size(text, "dm.basesize")
+
+
+def test_shared_stores_come_from_the_config_and_the_drivers_imagestore_options() -> None:
+    from pathlib import Path
+
+    from crio.storage.imagestores import image_store_paths
+
+    options = ["overlay.imagestore=/a,/b", "vfs.imagestore=/v", "overlay.mountopt=nodev"]
+    assert image_store_paths(options, "overlay", ["/c", "/a"]) == [
+        Path("/c"), Path("/a"), Path("/b")]  # fmt: skip
+    assert image_store_paths(options, "vfs", []) == [Path("/v")]
+    assert image_store_paths([], "btrfs", []) == []
