@@ -313,7 +313,7 @@ def pods(rounds: int, runs: int) -> None:
     print(f"  {'step':18} {'clear':>10} {'clearboot':>10} {'runc':>9} {'clear/boot':>11} "
           f"{'clear/runc':>11}")  # fmt: skip
     for step in POD_STEPS:
-        c, b, r = (statistics.median(figures[h][step]) for h in handlers)
+        r, c, b = (statistics.median(figures[h][step]) for h in handlers)
         print(f"  {step:18} {c:10.1f} {b:10.1f} {r:9.1f} {c / b:10.2f}x {c / r:10.1f}x")
     print(f"  load average: {' -> '.join(loads)}")
 
