@@ -1,4 +1,4 @@
-"""Write a pydantic model as commented TOML (``crio config``).
+"""Write a configuration model as commented TOML (``crio config``).
 
 tomllib only reads; this small writer covers what crio's models hold
 (strings, numbers, booleans, lists of those, nested tables, tables of
@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from crio._model import BaseModel
 
 __all__ = ["dumps_model"]
 

@@ -1,4 +1,4 @@
-"""crio.toml: the daemon's configuration as pydantic models.
+"""crio.toml: the daemon's configuration as typed tables (:mod:`crio._model`).
 
 The file is TOML with every table under ``[crio]`` (as in CRI-O's crio.conf).
 It is read from ``/etc/crio/crio.conf`` and then the drop-ins in
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
+from crio._model import (
     AfterValidator,
     BaseModel,
     ConfigDict,
@@ -31,7 +31,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from crio.errors import ConfigError
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 crio(8) and kpod(1) come from the argparse parsers of ``crio`` and
 ``kpod``, one kpod-COMMAND(1) per kpod subcommand, and crio.conf(5) from
-the pydantic models of :mod:`crio.config` (every key, its default, its
+the models of :mod:`crio.config` (every key, its default, its
 meaning). Nothing here is written by hand per command, so a flag or a key
 added to the code is on its page the next time the pages are made::
 
@@ -351,7 +351,7 @@ def conf_page() -> Page:
 
 
 def _tables(model: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
-    from pydantic import BaseModel
+    from crio._model import BaseModel
 
     yield path, model
     for name in type(model).model_fields:
@@ -369,8 +369,7 @@ def _table_section(page: Page, path: list[str], model: Any) -> None:
 
 
 def _keys(page: Page, model: Any) -> None:
-    from pydantic import BaseModel
-
+    from crio._model import BaseModel
     from crio._toml import _value
 
     for name, field in type(model).model_fields.items():
