@@ -13,6 +13,7 @@ methods of :class:`Plugins`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -100,12 +101,9 @@ class Plugins:
                 # The same distribution found twice on sys.path: first wins.
                 continue
             seen.add(ep.name)
-            dist = ep.dist
+            distribution, version = _distribution_of(ep)
             info = PluginInfo(
-                name=ep.name,
-                target=ep.value,
-                distribution=dist.name if dist else "",
-                version=dist.version if dist else "",
+                name=ep.name, target=ep.value, distribution=distribution, version=version
             )
             if ep.name in self._disabled:
                 self._infos[ep.name] = _replace(info, error=f"disabled by {DISABLED_ENV}")
@@ -235,6 +233,26 @@ class Plugins:
             caller(**kwargs)
         except Exception:
             log.exception("a plugin failed while observing %s", hook_name)
+
+
+@functools.cache
+def _metadata(path: str) -> tuple[str, str]:
+    """(name, version) of the distribution whose metadata lies at ``path``."""
+    metadata = importlib_metadata.PathDistribution(Path(path)).metadata
+    return metadata["Name"] or "", metadata["Version"] or ""
+
+
+def _distribution_of(ep: Any) -> tuple[str, str]:
+    """The (name, version) of an entry point's distribution, its metadata parsed once
+    per distribution: ``dist.name`` and ``dist.version`` each parse it again (~2.5 ms
+    apiece here, for every one of the built-in plugins)."""
+    dist = ep.dist
+    if dist is None:
+        return "", ""
+    path = getattr(dist, "_path", None)
+    if path is None:
+        return dist.name, dist.version
+    return _metadata(str(path))
 
 
 def _replace(info: PluginInfo, **changes: Any) -> PluginInfo:

@@ -10,14 +10,28 @@ after a daemon restart. See :mod:`.protocol` for the CNI protocol itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crio.config import NetworkConfig
 from crio.plugins import hookimpl
-from crio_plugins.net_cni.network import CNINetwork
+
+if TYPE_CHECKING:
+    from crio_plugins.net_cni.network import CNINetwork
 
 __all__ = ["CNINetwork", "crio_network"]
 
 
 @hookimpl(trylast=True)
 def crio_network(config: NetworkConfig, runroot: Path) -> CNINetwork:
+    # Imported when a configuration asks for it, not when crio loads its plugins.
+    from crio_plugins.net_cni.network import CNINetwork
+
     return CNINetwork(config, runroot)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CNINetwork":
+        from crio_plugins.net_cni.network import CNINetwork
+
+        return CNINetwork
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

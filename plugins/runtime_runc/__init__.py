@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from crio.config import Config, RuntimeHandler
 from crio.plugins import hookimpl
-from crio_plugins.runtime_runc.runtime import RuncRuntime
+
+if TYPE_CHECKING:
+    from crio_plugins.runtime_runc.runtime import RuncRuntime
 
 __all__ = ["RuncRuntime", "crio_runtime"]
 
@@ -13,4 +17,15 @@ __all__ = ["RuncRuntime", "crio_runtime"]
 def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> RuncRuntime | None:
     if handler.runtime_type != "oci":
         return None
+    # Imported when a configuration asks for it, not when crio loads its plugins.
+    from crio_plugins.runtime_runc.runtime import RuncRuntime
+
     return RuncRuntime.from_config(handler_name, handler, config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RuncRuntime":
+        from crio_plugins.runtime_runc.runtime import RuncRuntime
+
+        return RuncRuntime
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crio.plugins import hookimpl
-from crio_plugins.storage_btrfs.driver import BtrfsDriver
+
+if TYPE_CHECKING:
+    from crio_plugins.storage_btrfs.driver import BtrfsDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -24,4 +27,7 @@ def crio_graph_driver(
 ) -> BtrfsDriver | None:
     if name != NAME:
         return None
+    # Imported when a configuration asks for it, not when crio loads its plugins.
+    from crio_plugins.storage_btrfs.driver import BtrfsDriver
+
     return BtrfsDriver(home, runroot, options)

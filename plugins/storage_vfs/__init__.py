@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crio.plugins import hookimpl
-from crio_plugins.storage_vfs.driver import VfsDriver
+
+if TYPE_CHECKING:
+    from crio_plugins.storage_vfs.driver import VfsDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -22,4 +25,7 @@ def crio_graph_driver(
 ) -> VfsDriver | None:
     if name != NAME:
         return None
+    # Imported when a configuration asks for it, not when crio loads its plugins.
+    from crio_plugins.storage_vfs.driver import VfsDriver
+
     return VfsDriver(home, runroot, options)

@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from crio.image.oci_layout import LayoutDestination, LayoutSource, split_reference
-from crio.image.transport import TransportContext
+from typing import TYPE_CHECKING, Any
+
 from crio.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from crio_plugins.transport_oci.transport import OCITransport
 
 __all__ = ["OCITransport", "crio_image_transport"]
 
 
-class OCITransport:
-    name = "oci"
-
-    def validate_reference(self, reference: str) -> str:
-        path, ref = split_reference(reference)
-        return f"{path}:{ref}" if ref else str(path)
-
-    def policy_identity(self, reference: str) -> str:
-        return self.validate_reference(reference)
-
-    async def open_source(self, reference: str, context: TransportContext) -> LayoutSource:
-        path, ref = split_reference(reference)
-        return LayoutSource(path, ref, f"oci:{reference}")
-
-    async def open_destination(
-        self, reference: str, context: TransportContext
-    ) -> LayoutDestination:
-        path, ref = split_reference(reference)
-        return LayoutDestination(path, ref)
-
-
 @hookimpl(trylast=True)
 def crio_image_transport(name: str) -> OCITransport | None:
-    return OCITransport() if name == "oci" else None
+    if name != "oci":
+        return None
+    # The layout code is imported when a pull or push names the transport.
+    from crio_plugins.transport_oci.transport import OCITransport
+
+    return OCITransport()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OCITransport":
+        from crio_plugins.transport_oci.transport import OCITransport
+
+        return OCITransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
