@@ -144,6 +144,8 @@ class RuntimeHandler(BaseModel):
     @field_validator("allowed_annotations")
     @classmethod
     def _known_annotations(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
         from crio.oci.pod_annotations import KNOWN
 
         for name in value:

