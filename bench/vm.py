@@ -50,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from crio_plugins.runtime_clear._guest_kernel import node_lsm_args
 from crio_plugins.runtime_clear._initramfs import GUEST_SHARE
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.options import parse_options
@@ -174,9 +175,10 @@ async def restore(boots: int) -> None:
     """Cold boot against template restore, alternating, in one process."""
     assets = vm_assets_or_skip()
     base = Path(tempfile.mkdtemp(prefix="crio-bench-vmt-", dir="/tmp"))
-    spec = handler_template(
-        assets.kernel, assets.initrd, choose_accel("auto", host_facts()), parse_options("b", {})
-    )
+    accel = choose_accel("auto", host_facts())
+    # The kernel arguments crio gives a pod VM: the same template as crio's.
+    spec = handler_template(assets.kernel, assets.initrd, accel, parse_options("b", {}),
+                            node_lsm_args())  # fmt: skip
     slot = TemplateSlot(TEST_TEMPLATES, spec, 600)
     slot.start()
     started = time.perf_counter()

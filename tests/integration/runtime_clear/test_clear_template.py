@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from crio_plugins.runtime_clear._guest_kernel import node_lsm_args
 from crio_plugins.runtime_clear.accel import choose_accel, host_facts
 from crio_plugins.runtime_clear.options import parse_options
 from crio_plugins.runtime_clear.template import TemplateSlot, handler_template
@@ -136,7 +137,8 @@ def test_a_restored_vm_gets_its_own_machine_id_and_a_working_root(env: Env) -> N
     """Below crio: two VMs restored by the harness from the same template."""
     options = parse_options("clear", {})
     accel = choose_accel("auto", host_facts())
-    spec = handler_template(env.assets.kernel, env.assets.initrd, accel, options)
+    # crio's own key (the guest kernel arguments a booted VM gets): the module's template.
+    spec = handler_template(env.assets.kernel, env.assets.initrd, accel, options, node_lsm_args())
 
     async def two() -> list[str]:
         slot = TemplateSlot(TEST_TEMPLATES, spec, 600)
