@@ -27,7 +27,8 @@ Where this differs from a node after ``make run``, and why:
   runtime roots of every handler, the VM handler's too): the node's default
   paths are shared by every test run on this machine;
 * ``ROOT/vm-assets`` links to the assets the VM tests use, so ``crio
-  vm-assets`` finds them current instead of downloading a kernel;
+  vm-assets`` finds them current instead of downloading a kernel, and the
+  VM handler keeps its templates where the VM tests keep theirs;
 * there is no internet: a local docker-registry holds busybox, and a private
   registries.conf sends ``docker.io`` to it;
 * the pods' network is a private CNI bridge;
@@ -66,7 +67,7 @@ from support.daemon import CrioProcess
 from support.images import busybox_rootfs_tar, write_oci_layout
 from support.readme import README, Block, Node, Replay, parse_blocks, write_files
 from support.registry import Registry, skopeo_push
-from support.vm import vm_assets_or_skip
+from support.vm import TEST_TEMPLATES, vm_assets_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,9 @@ def _node_tables(base: Path, registry: Registry, vm_roots: list[Path]) -> dict[s
         }
     }
     for root in vm_roots:
-        tables[f"crio.runtime.runtimes.{root.name}"] = {"runtime_root": str(root)}
+        # The VM tests' shared templates: the first module to need one builds it.
+        private = {"runtime_root": str(root), "template_dir": str(TEST_TEMPLATES)}
+        tables[f"crio.runtime.runtimes.{root.name}"] = private
     return tables
 
 
