@@ -65,13 +65,10 @@ Pure protocol code lives in :mod:`crio.storage.tarstream` (tar reader),
 and :mod:`crio.storage.tarsplit`.
 """
 
-from crio.storage._applier import ApplyResult, apply_tar
 from crio.storage._layerwrite import PendingLayer
 from crio.storage.driver import Change, ChangeKind, GraphDriver, WhiteoutFormat
 from crio.storage.records import Container, Image, Layer
 from crio.storage.store import Blob, DeletedImage, Store, select_driver
-from crio.storage.tarapply import ApplyPolicy, HostileLayerError, LayerFormatError
-from crio.storage.tarwrite import tar_directory
 
 __all__ = [
     "ApplyPolicy",
@@ -93,3 +90,22 @@ __all__ = [
     "select_driver",
     "tar_directory",
 ]
+
+#: Names whose modules (the tar reader, applier and writer) load on first use.
+_LAZY = {
+    "ApplyResult": "crio.storage._applier",
+    "apply_tar": "crio.storage._applier",
+    "ApplyPolicy": "crio.storage.tarapply",
+    "HostileLayerError": "crio.storage.tarapply",
+    "LayerFormatError": "crio.storage.tarapply",
+    "tar_directory": "crio.storage.tarwrite",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

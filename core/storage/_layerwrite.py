@@ -34,7 +34,6 @@ from typing import IO, TYPE_CHECKING, TypeVar
 from crio.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StorageError
 from crio.storage import _recordops as ops
 from crio.storage._files import LockFile, atomic_write
-from crio.storage._streams import BlobChannel, LayerReader, ReadAhead
 from crio.storage.records import Layer, now
 
 if TYPE_CHECKING:
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 
     from crio.storage._applier import ApplyResult
     from crio.storage._recordfile import RecordFile
+    from crio.storage._streams import ReadAhead
     from crio.storage.driver import GraphDriver
 
 __all__ = ["Blob", "PendingLayer", "parallel_apply"]
@@ -319,6 +319,9 @@ async def _apply_blob(
     driver: GraphDriver, layer_id: str, parent: str | None, blob: Blob
 ) -> tuple[ReadAhead, ApplyResult]:
     """Stream ``blob`` through hashing and inflating into ``driver.apply_diff``."""
+    # Decompression and hashing load with the first layer written, not with the store.
+    from crio.storage._streams import BlobChannel, LayerReader, ReadAhead
+
     pump: asyncio.Task[None] | None = None
     channel: BlobChannel | None = None
     handle: IO[bytes] | None = None

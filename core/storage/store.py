@@ -27,7 +27,6 @@ from crio.storage.driver import Change, GraphDriver
 from crio.storage.imagestores import ImageStore, image_store_paths
 from crio.storage.mount import is_mountpoint
 from crio.storage.records import Container, Image, Layer
-from crio.storage.tarsplit import assemble
 
 if TYPE_CHECKING:
     from crio.plugins import Plugins
@@ -353,6 +352,8 @@ class Store(_LayerWriter, _Catalog):
                 from crio.storage.tarapply import clean_name
 
                 return open(root.joinpath(*clean_name(name)), "rb")
+
+            from crio.storage.tarsplit import assemble  # CRC-64 and tar code, on first need
 
             chunks = assemble(lines, opener)
             while True:

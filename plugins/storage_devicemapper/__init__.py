@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crio.plugins import hookimpl
-from crio_plugins.storage_devicemapper.driver import DevmapperDriver
+
+if TYPE_CHECKING:
+    from crio_plugins.storage_devicemapper.driver import DevmapperDriver
 
 __all__ = ["crio_graph_driver"]
 
@@ -25,4 +28,7 @@ def crio_graph_driver(
 ) -> DevmapperDriver | None:
     if name != NAME:
         return None
+    # Imported when a configuration asks for it, not when crio loads its plugins.
+    from crio_plugins.storage_devicemapper.driver import DevmapperDriver
+
     return DevmapperDriver(home, runroot, options)

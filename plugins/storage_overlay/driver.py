@@ -24,14 +24,14 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from crio.errors import ConfigError, StorageError, UnsupportedError
 from crio.storage import mount as m
-from crio.storage._applier import ApplyResult, apply_tar
 from crio.storage.driver import Change, WhiteoutFormat
-from crio.storage.tarapply import ApplyPolicy
-from crio.storage.tarwrite import overlay_changes, overlay_entries, tar_entries
+
+if TYPE_CHECKING:
+    from crio.storage._applier import ApplyResult
 
 __all__ = ["OverlayDriver", "overlay_supported"]
 
@@ -279,10 +279,16 @@ class OverlayDriver:
         await asyncio.to_thread(m.unmount, merged)
 
     async def apply_diff(self, layer_id: str, parent: str | None, diff: IO[bytes]) -> ApplyResult:
+        # The tar code loads with the first layer applied, not when the store opens.
+        from crio.storage._applier import apply_tar
+        from crio.storage.tarapply import ApplyPolicy
+
         policy = ApplyPolicy(WhiteoutFormat.OVERLAY, allow_devices=os.geteuid() == 0)
         return await asyncio.to_thread(apply_tar, self._own_dir(layer_id) / "diff", diff, policy)
 
     async def diff(self, layer_id: str, parent: str | None) -> AsyncIterator[bytes]:
+        from crio.storage.tarwrite import overlay_entries, tar_entries
+
         upper = self._dir(layer_id) / "diff"
         chunks = tar_entries(upper, overlay_entries(upper))
         while True:
@@ -295,6 +301,8 @@ class OverlayDriver:
         return [self._resolve(lower).resolve() for lower in self._lowers(layer_id)]
 
     async def changes(self, layer_id: str, parent: str | None) -> Sequence[Change]:
+        from crio.storage.tarwrite import overlay_changes
+
         upper = self._dir(layer_id) / "diff"
         return await asyncio.to_thread(overlay_changes, upper, self._lower_paths(layer_id))
 

@@ -25,6 +25,10 @@ DEFERRED = (
     "prometheus_client",  # only with [crio.metrics] enable_metrics
     "crio._prometheus",
     "crio.image.copy",  # the copy engine
+    "fastcrc",  # tar-split's CRC-64, for layers written or read back
+    "crio.storage._applier",  # the tar applier
+    "crio.storage._streams",  # layer decompression and hashing
+    "crio.storage.tarsplit",
     "crio.streaming._connection",
     "crio.streaming.spdy",
     "crio_plugins.transport_docker.transport",
