@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from crio.api import api_pb2 as api
+from support.chaos_env import conmons_of
 from support.cri import container_config, rpc_error
 from support.node import Node
 
@@ -219,6 +220,9 @@ def test_bad_container_requests_leave_nothing(node: Node) -> None:
         assert (error.code(), text in error.details()) == (code, True), (what, error.details())
     assert node.cri.containers() == []
     assert _stored_containers(node) == []
+    # No conmon and no bundle directory outlives a failed create.
+    assert conmons_of(node.base) == []
+    assert not any((node.base / "runroot" / "overlay-containers").glob("*/userdata"))
     # The name of a failed create is free again.
     cid = node.cri.create(pod_id, container_config("x"))
     assert node.cri.status(cid).metadata.name == "x"
@@ -308,3 +312,4 @@ def test_runtime_errors_reach_the_caller_and_leave_nothing(node: Node, handler: 
     assert node.cri.containers() == []
     assert _stored_containers(node) == []
     assert list((node.base / f"rt-{handler}").iterdir()) == []
+    assert conmons_of(node.base) == []
