@@ -37,9 +37,7 @@ def test_serves_version_status_and_unimplemented_then_stops_on_sigterm(
         with pytest.raises(grpc.RpcError) as info:
             runtime.ListMetricDescriptors(api.ListMetricDescriptorsRequest())
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    started = time.monotonic()
     assert crio.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 10
     assert not crio.socket.exists()
     assert "done in" in crio.log_text()  # one debug line per RPC with its duration
 

@@ -62,6 +62,10 @@ COMMANDS = (
 )
 
 
+#: How long the churn may go without one acknowledged call before it counts as stalled.
+PROGRESS_DEADLINE = 300.0
+
+
 @dataclass
 class Counts:
     kills: int = 0
@@ -186,7 +190,20 @@ class Chaos:
 
     # -- churn ------------------------------------------------------------------
 
-    def run(self, kills: int, between: tuple[float, float] = (0.5, 2.0)) -> Counts:
+    def run(
+        self,
+        kills: int,
+        between: tuple[float, float] = (0.5, 2.0),
+        acknowledged_between: int = 0,
+    ) -> Counts:
+        """Churn, and SIGKILL crio ``kills`` times.
+
+        :param between: the random pause before each kill, in seconds.
+        :param acknowledged_between: also wait, before each kill, until this many more
+            calls were acknowledged since the last restart, so that the churn does
+            work between kills however loaded the machine is. A restarted crio that
+            acknowledges nothing for ``PROGRESS_DEADLINE`` seconds is a problem.
+        """
         threads = [
             threading.Thread(target=self._worker, name=f"chaos-{i}", daemon=True)
             for i in range(self.workers)
@@ -195,7 +212,10 @@ class Chaos:
             thread.start()
         try:
             for _ in range(kills):
+                before = self.counts.acknowledged
                 time.sleep(self.random.uniform(*between))
+                if not self._wait_progress(before + acknowledged_between):
+                    break
                 self.kill_and_restart()
         finally:
             self._stop.set()
@@ -203,6 +223,20 @@ class Chaos:
             for thread in threads:
                 thread.join(120)
         return self.counts
+
+    def _wait_progress(self, acknowledged: int) -> bool:
+        """Wait until ``acknowledged`` calls in all were acknowledged; False on a stall."""
+        deadline = time.monotonic() + PROGRESS_DEADLINE
+        while self.counts.acknowledged < acknowledged:
+            if time.monotonic() > deadline:
+                self._problem(
+                    "unexpected",
+                    f"no progress: {self.counts.acknowledged} calls acknowledged, waited "
+                    f"{PROGRESS_DEADLINE:g}s for {acknowledged} (kill {self.counts.kills})",
+                )
+                return False
+            time.sleep(0.01)
+        return True
 
     def _worker(self) -> None:
         rng = random.Random(self.random.random())
