@@ -335,8 +335,20 @@ async def _apply_blob(
     else:
         raw = blob
     reader = ReadAhead(LayerReader(raw))
+    # The driver applies in a thread, which a cancelled pull cannot interrupt. So on
+    # cancellation the reader is stopped (the thread fails at its next read) and the
+    # apply is awaited to its end before anything is cleaned up under it.
+    apply = asyncio.ensure_future(driver.apply_diff(layer_id, parent, reader))  # type: ignore[arg-type]
     try:
-        result = await driver.apply_diff(layer_id, parent, reader)  # type: ignore[arg-type]
+        try:
+            result = await asyncio.shield(apply)
+        except asyncio.CancelledError:
+            reader.stop()
+            with contextlib.suppress(BaseException):
+                await _uninterrupted(asyncio.wait({apply}))
+            if not apply.cancelled():
+                apply.exception()  # the cancellation is what the caller sees
+            raise
         if pump is not None:
             await pump
     finally:

@@ -178,6 +178,10 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class StreamClosedError(StorageError):
+    """A layer stream was closed while a thread still read it (its apply was given up)."""
+
+
 def _reader_error(item: BaseException) -> CrioError:
     if isinstance(item, CrioError):
         return item  # e.g. the puller's digest check: keep its class (and status)
@@ -241,12 +245,17 @@ class BlobChannel(_Reader):
         self.finish()
 
     def close(self) -> None:
-        """The reader gives up: drop what is queued and let :meth:`put` return."""
+        """The reader gives up: drop what is queued and let :meth:`put` return.
+
+        A read waiting meanwhile (another thread) wakes and raises: the bytes that
+        never came are not an end of the blob.
+        """
         with self._cond:
             self._gone = True
             self._chunks.clear()
             self._queued = 0
             room, self._room = self._room, None
+            self._cond.notify_all()
         if room is not None:
             self._loop.call_soon_threadsafe(_wake, room)
         super().close()
@@ -256,6 +265,8 @@ class BlobChannel(_Reader):
         with self._cond:
             while not self._chunks and not self._done and not self._gone:
                 self._cond.wait()
+            if self._gone:
+                raise StreamClosedError("the layer blob's channel was closed before its end")
             if not self._chunks:
                 if self._error is not None:
                     raise _reader_error(self._error)
@@ -370,8 +381,12 @@ class ReadAhead(_Reader):
             self._thread = threading.Thread(target=self._run, name="layer-inflate", daemon=True)
             self._thread.start()
         with self._cond:
-            while not self._chunks:
+            while not self._chunks and not self._stop:
                 self._cond.wait()
+            if self._stop:
+                # Closed under a reader in another thread (an apply cancelled with
+                # its pull): it must fail now, not wait for chunks that never come.
+                raise StreamClosedError("the layer stream was closed before its end")
             item = self._chunks.popleft()
             self._cond.notify_all()
         if item is None:
@@ -385,11 +400,15 @@ class ReadAhead(_Reader):
             return item[:n]
         return item
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Make every read fail from now on, without waiting (safe from any thread)."""
         with self._cond:
             self._stop = True
             self._chunks.clear()
             self._cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
         self.source.close()  # wakes a thread waiting for blob bytes
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from crio.storage._streams import (
     BlobChannel,
     LayerReader,
     ReadAhead,
+    StreamClosedError,
 )
 from support.images import digest, gzip_bytes, layer_tar
 
@@ -93,6 +96,45 @@ def test_a_reader_that_gives_up_releases_the_pump() -> None:
         await pump  # returns: the rest of the source is not read
 
     asyncio.run(go())
+
+
+def test_closing_a_channel_fails_a_waiting_reader() -> None:
+    async def go() -> None:
+        channel = BlobChannel()  # no pump: no byte ever comes
+        reading = asyncio.ensure_future(asyncio.to_thread(channel.read, CHUNK))
+        await asyncio.to_thread(_waiting_on, channel._cond)
+        channel.close()
+        with pytest.raises(StreamClosedError):
+            await reading
+
+    asyncio.run(go())
+
+
+def test_stopping_a_read_ahead_fails_its_reader_in_another_thread() -> None:
+    """A cancelled pull stops the stream while its applying thread waits for bytes that
+    never come (the pump was cancelled before it ran): that thread must fail, not hang."""
+
+    async def go() -> None:
+        channel = BlobChannel()
+        ahead = ReadAhead(LayerReader(channel))
+        reading = asyncio.ensure_future(asyncio.to_thread(ahead.read, CHUNK))
+        await asyncio.to_thread(_waiting_on, ahead._cond)
+        ahead.stop()
+        with pytest.raises(StreamClosedError):
+            await reading
+        await asyncio.to_thread(ahead.close)  # the inflating thread ends too
+        assert ahead._thread is not None and not ahead._thread.is_alive()
+
+    asyncio.run(go())
+
+
+def _waiting_on(cond: threading.Condition) -> None:
+    """Return once some thread waits on ``cond`` (its waiter list is not empty)."""
+    while True:
+        with cond:
+            if cond._waiters:  # type: ignore[attr-defined]
+                return
+        time.sleep(0.001)
 
 
 def test_read_ahead_stays_within_its_depth_and_stops_on_close() -> None:
