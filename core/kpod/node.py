@@ -37,13 +37,26 @@ from crio.errors import (
 
 if TYPE_CHECKING:
     from crio.kpod.common import Context
-    from crio.oci.runtime import ContainerState, ProcessControl, Runtime
+    from crio.oci.runtime import (
+        ContainerState,
+        ContainerStats,
+        ProcessControl,
+        Runtime,
+        SandboxStats,
+    )
     from crio.state.records import ContainerRecord, SandboxRecord
     from crio.state.store import StateStore
 
-__all__ = ["Changer", "Node", "changer"]
+__all__ = ["Changer", "CrioView", "Node", "changer"]
 
 log = logging.getLogger("crio.kpod")
+
+
+def _cri_states() -> dict[int, Any]:
+    from crio.oci.runtime import State
+
+    # CRI's ContainerState numbers (api.proto): CREATED 0, RUNNING 1, EXITED 2, UNKNOWN 3.
+    return {0: State.CREATED, 1: State.RUNNING, 2: State.STOPPED, 3: State.UNKNOWN}
 
 
 class Node:
@@ -55,6 +68,7 @@ class Node:
         self._runtimes: dict[str, Runtime] = {}
         self._live: dict[str, ContainerState] = {}
         self._pods_restored: set[str] = set()
+        self._crio: CrioView | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -120,9 +134,56 @@ class Node:
             self._runtimes[handler] = runtime
         return runtime
 
+    async def observable(self, ctr: ContainerRecord) -> bool:
+        """Whether kpod may restore ``ctr``'s runtime in its own process now.
+
+        A :class:`ProcessControl` runtime (runc, crun) is watched through files and
+        ``/proc``, which any number of processes may read. Another runtime may hold
+        one connection per object (a pod VM's agent answers crio's alone), so while
+        a crio serves, kpod asks that crio over CRI instead of restoring it.
+        """
+        from crio.oci.runtime import ProcessControl
+
+        runtime = await self.runtime(ctr.runtime_handler)
+        return isinstance(runtime, ProcessControl) or not self.crio_serves()
+
+    def crio_serves(self) -> bool:
+        """Whether a crio holds the records now (see :mod:`crio.state.owner`)."""
+        from crio.state.owner import StateOwner
+
+        return StateOwner.held(self.state_dir) and StateOwner.holder(self.state_dir).startswith(
+            "crio "
+        )
+
+    async def crio(self) -> CrioView:
+        """The running crio's CRI, for what kpod cannot observe itself."""
+        if self._crio is None:
+            self._crio = await CrioView.connect(self.ctx.config().crio.api.listen)
+        return self._crio
+
+    async def stats(self, ctr: ContainerRecord) -> tuple[ContainerStats, SandboxStats | None]:
+        """The container's stats and its pod's (None where the runtime cannot tell)."""
+        await self.live(ctr)
+        if not await self.observable(ctr):
+            view = await self.crio()
+            return await view.container_stats(ctr.container_id), await view.sandbox_stats(
+                ctr.pod_sandbox_id
+            )
+        runtime = await self.runtime(ctr.runtime_handler)
+        stats = await runtime.container_stats(ctr.container_id)
+        try:
+            pod = await runtime.sandbox_stats(ctr.pod_sandbox_id)
+        except CrioError:
+            pod = None
+        return stats, pod
+
     async def live(self, ctr: ContainerRecord) -> ContainerState:
-        """What the runtime says of ``ctr`` now (restored from its state, as crio restores)."""
+        """What the runtime says of ``ctr`` now (restored from its state, as crio restores;
+        asked of the running crio where kpod cannot observe the runtime itself)."""
         state = self._live.get(ctr.container_id)
+        if state is None and not await self.observable(ctr):
+            state = await (await self.crio()).container_state(ctr.container_id)
+            self._live[ctr.container_id] = state
         if state is None:
             from crio.server._restore import container_spec, sandbox_spec
 
@@ -156,6 +217,9 @@ class Node:
         return runtime
 
     async def close(self) -> None:
+        if self._crio is not None:
+            await self._crio.close()
+            self._crio = None
         for runtime in self._runtimes.values():
             try:
                 await runtime.close()
@@ -209,14 +273,15 @@ async def changer(node: Node) -> Changer:
         return _Local(node, owner)
     holder = StateOwner.holder(node.state_dir)
     if holder.startswith("crio "):
-        return await _Remote.connect(config.crio.api.listen)
+        return await CrioView.connect(config.crio.api.listen)
     # Another kpod or crio check --repair: wait for it to finish.
     owner = await StateOwner.take(node.state_dir, "kpod")
     return _Local(node, owner)
 
 
-class _Remote:
-    """CRI calls to the running crio over its socket."""
+class CrioView:
+    """CRI calls to the running crio over its socket: the changes kpod asks of it, and
+    what kpod reads from it where it cannot observe a runtime itself."""
 
     via = "crio"
 
@@ -225,7 +290,7 @@ class _Remote:
         self._stub = stub
 
     @classmethod
-    async def connect(cls, socket: str) -> _Remote:
+    async def connect(cls, socket: str) -> CrioView:
         import grpc
 
         from crio.api import api_pb2_grpc
@@ -240,13 +305,71 @@ class _Remote:
             ) from None
         return cls(channel, api_pb2_grpc.RuntimeServiceStub(channel))
 
-    async def _call(self, method: str, request: Any) -> None:
+    async def _call(self, method: str, request: Any) -> Any:
         import grpc
 
         try:
-            await getattr(self._stub, method)(request, timeout=600)
+            return await getattr(self._stub, method)(request, timeout=600)
         except grpc.aio.AioRpcError as exc:
             raise _error_of(exc.code(), exc.details() or "") from None
+
+    async def container_state(self, container_id: str) -> ContainerState:
+        """ContainerStatus, as a runtime would report it (crio keeps no paused state:
+        only ProcessControl runtimes pause, and kpod observes those itself)."""
+        import json
+
+        from crio.api import api_pb2 as api
+        from crio.oci.runtime import ContainerState, State
+
+        reply = await self._call(
+            "ContainerStatus", api.ContainerStatusRequest(container_id=container_id, verbose=True)
+        )
+        status = reply.status
+        try:
+            pid = int(json.loads(reply.info.get("info", "{}")).get("pid") or 0)
+        except (ValueError, TypeError, AttributeError):
+            pid = 0
+        return ContainerState(
+            state=_cri_states().get(status.state, State.UNKNOWN),
+            pid=pid,
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            exit_code=status.exit_code,
+            reason=status.reason,
+            message=status.message,
+        )
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        from crio.api import api_pb2 as api
+
+        reply = await self._call(
+            "ContainerStats", api.ContainerStatsRequest(container_id=container_id)
+        )
+        return _usage(reply.stats.cpu, reply.stats.memory, reply.stats.cpu.timestamp)
+
+    async def sandbox_stats(self, pod_sandbox_id: str) -> SandboxStats | None:
+        from crio.api import api_pb2 as api
+        from crio.oci.runtime import InterfaceStats, SandboxStats
+
+        try:
+            reply = await self._call(
+                "PodSandboxStats", api.PodSandboxStatsRequest(pod_sandbox_id=pod_sandbox_id)
+            )
+        except CrioError:
+            return None
+        linux = reply.stats.linux
+        interfaces = [
+            InterfaceStats(
+                name=i.name,
+                rx_bytes=i.rx_bytes.value,
+                rx_errors=i.rx_errors.value,
+                tx_bytes=i.tx_bytes.value,
+                tx_errors=i.tx_errors.value,
+            )
+            for i in linux.network.interfaces
+        ]
+        usage = _usage(linux.cpu, linux.memory, linux.cpu.timestamp)
+        return SandboxStats(usage=usage, interfaces=interfaces)
 
     async def start_container(self, container_id: str) -> None:
         from crio.api import api_pb2 as api
@@ -267,6 +390,21 @@ class _Remote:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _usage(cpu: Any, memory: Any, timestamp: int) -> ContainerStats:
+    """CRI's CpuUsage and MemoryUsage messages as the runtime contract's stats."""
+    from crio.oci.runtime import ContainerStats
+
+    return ContainerStats(
+        timestamp=timestamp,
+        cpu_usage_core_nanoseconds=cpu.usage_core_nano_seconds.value,
+        memory_working_set_bytes=memory.working_set_bytes.value,
+        memory_usage_bytes=memory.usage_bytes.value,
+        memory_rss_bytes=memory.rss_bytes.value,
+        page_faults=memory.page_faults.value,
+        major_page_faults=memory.major_page_faults.value,
+    )
 
 
 def _error_of(code: Any, details: str) -> CrioError:

@@ -68,19 +68,9 @@ def _host_memory() -> int:
 
 async def _sample(node: Any, ctr: Any) -> tuple[Any, int, int]:
     """(container stats, network rx bytes, tx bytes)."""
-    from crio.errors import CrioError
-
-    runtime = await node.runtime(ctr.runtime_handler)
-    await node.live(ctr)
-    stats = await runtime.container_stats(ctr.container_id)
-    rx = tx = 0
-    try:
-        pod = await runtime.sandbox_stats(ctr.pod_sandbox_id)
-        rx = sum(i.rx_bytes for i in pod.interfaces)
-        tx = sum(i.tx_bytes for i in pod.interfaces)
-    except CrioError:
-        pass
-    return stats, rx, tx
+    stats, pod = await node.stats(ctr)
+    interfaces = pod.interfaces if pod is not None else ()
+    return stats, sum(i.rx_bytes for i in interfaces), sum(i.tx_bytes for i in interfaces)
 
 
 def _row(node: Any, ctr: Any, before: Any, after: Any, no_trunc: bool) -> dict[str, Any]:
@@ -100,7 +90,9 @@ def _row(node: Any, ctr: Any, before: Any, after: Any, no_trunc: bool) -> dict[s
         "MemPerc": f"{100.0 * used / limit:.2f}%" if limit else "--",
         "NetIO": f"{human_size(rx)} / {human_size(tx)}",
         "BlockIO": f"{human_size(stats.block_read_bytes)} / {human_size(stats.block_write_bytes)}",
-        "PIDs": str(stats.process_count),
+        # 0: the runtime could not tell (CRI's ContainerStats, asked of crio for a pod
+        # VM, has no process count); a running container has at least one process.
+        "PIDs": str(stats.process_count) if stats.process_count else "--",
     }
 
 
