@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,32 @@ def _assets() -> Any:
         raise GuestUnavailable(f"the guest kernel cannot be had here: {exc}") from exc
 
 
+#: The guest's own tmpfs mounts over the host root (the pod VM initramfs makes them).
+GUEST_TMPFS = ("/tmp", "/run")
+#: Where the host root is mounted a second time, whole, when a path under a guest tmpfs is
+#: needed (the virtiofs tag ``root`` is the same share the guest's / comes from).
+HOST_ROOT = "/run/host-root"
+
+
+def _hidden(path: Path) -> bool:
+    return any(path == Path(t) or Path(t) in path.parents for t in GUEST_TMPFS)
+
+
+def _expose_checkout(guest: Guest) -> None:
+    """Make the checkout and its venv visible at their host paths in the guest.
+
+    A checkout under /tmp or /run (a clean clone in CI may be anywhere) lies under the
+    guest's own tmpfs: bind it from a second, read-only mount of the host root.
+    """
+    repo = Path(__file__).resolve().parents[2]
+    venv = Path(sys.prefix)
+    hidden = sorted({str(p) for p in (repo, venv) if _hidden(p)})
+    if not hidden:
+        return
+    binds = " && ".join(f"mkdir -p {p} && mount --bind {HOST_ROOT}{p} {p}" for p in hidden)
+    guest.sh(f"mkdir -p {HOST_ROOT} && mount -t virtiofs -o ro root {HOST_ROOT} && {binds}")
+
+
 @contextlib.contextmanager
 def storage_guest(memory_mib: int = 2048, vcpus: int = 2) -> Iterator[Guest]:
     """Boot the storage guest (see the module docstring); kill it and remove its files after.
@@ -119,6 +146,7 @@ def storage_guest(memory_mib: int = 2048, vcpus: int = 2) -> Iterator[Guest]:
                  f"mkfs.ext4 -q /dev/vda && mkdir -p {SCRATCH} "
                  f"&& mount -o noatime /dev/vda {SCRATCH} && mkdir {SCRATCH}/var-tmp "
                  f"&& mount --bind {SCRATCH}/var-tmp /var/tmp")  # fmt: skip
+        _expose_checkout(guest)
         yield guest
     finally:
         if vm is not None:
