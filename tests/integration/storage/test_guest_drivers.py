@@ -8,8 +8,9 @@ in a single pytest process:
   a thin pool on loop files on the guest's scratch disk;
 * tests/integration/storage/test_in_guest_pods.py: crio with
   storage_driver = "devicemapper" pulling an image and running a container
-  that writes to its rootfs, and crio running a pod from an image that
-  exists only on a real NFS export (the guest's nfsd, mounted over NFSv4).
+  that writes to its rootfs; the driver on an operator's pool
+  (dm.thinpooldev); and crio running a pod from an image that exists only
+  on a real NFS export (the guest's nfsd, mounted over NFSv4).
 
 The results come back as JUnit XML; each test here checks its share of them.
 Skips, with the reason, only where qemu or the guest kernel is missing.
@@ -105,4 +106,11 @@ def test_crio_pulls_and_runs_a_pod_on_devicemapper_in_the_guest(guest_run: Guest
 
 def test_crio_runs_a_pod_from_an_image_only_on_nfs_in_the_guest(guest_run: GuestRun) -> None:
     case = guest_run.of("tests.integration.storage.test_in_guest_pods::test_a_pod_runs_from")
+    assert [o for o, _ in case.values()] == ["passed"], guest_run.explain(case)
+
+
+def test_a_given_thin_pool_is_used_and_an_occupied_one_refused_in_the_guest(
+    guest_run: GuestRun,
+) -> None:
+    case = guest_run.of("tests.integration.storage.test_in_guest_pods::test_a_given_thin_pool")
     assert [o for o, _ in case.values()] == ["passed"], guest_run.explain(case)

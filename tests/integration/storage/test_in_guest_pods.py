@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from crio.api import api_pb2 as api
+from crio.errors import StorageError
 from crio.storage import Store
+from crio_plugins.storage_devicemapper import dm
 from support.cri import Cri, container_config, pod_config
 from support.daemon import CrioProcess
-from support.images import busybox_rootfs_tar, layer_tar, put_image, write_oci_layout
+from support.images import busybox_rootfs_tar, digest, layer_tar, put_image, write_oci_layout
 from support.nfs import nfs_export
 from support.registry import Registry, skopeo_push
 
@@ -37,7 +39,11 @@ SCRATCH = Path(os.environ.get("CRIO_GUEST_SCRATCH", "/run/scratch"))
 
 
 def _sh(command: str) -> str:
-    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    # No udev in the guest: dmsetup makes and removes the /dev/mapper nodes itself.
+    env = {**os.environ, "DM_DISABLE_UDEV": "1"}
+    done = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, check=False, env=env
+    )
     assert done.returncode == 0, f"{command}: {done.stderr.strip() or done.stdout.strip()}"
     return done.stdout
 
@@ -140,3 +146,59 @@ def _run_pod_from_nfs(node: Path, client: Path, image_id: str) -> None:
         assert crio.stop() == 0
     finally:
         crio.cleanup()
+
+
+def test_a_given_thin_pool_is_used_and_an_occupied_one_refused() -> None:
+    """dm.thinpooldev: the operator's pool (here two loop files and dmsetup, as an
+    LVM thin pool would be); crio keeps its devices there and never removes it."""
+    work = SCRATCH / "given-pool"
+    work.mkdir(parents=True, exist_ok=True)
+    loops: list[str] = []
+    pool = "crio-test-given-pool"
+    options = ["dm.thinpooldev=/dev/mapper/" + pool, "dm.basesize=128M", "dm.fs=ext4"]
+    try:
+        for name, size in (("meta", "64M"), ("data", "1G")):
+            _sh(f"truncate -s {size} {work}/{name}")
+            loops.append(_sh(f"losetup --find --show {work}/{name}").strip())
+        meta, data = loops
+        sectors = 1 << 21  # 1 GiB
+        _sh(f"dmsetup create {pool} --table '0 {sectors} thin-pool {meta} {data} 128 32768'")
+
+        async def use() -> None:
+            store = await Store.open(work / "root", work / "run", "devicemapper", options)
+            try:
+                extra = layer_tar({"etc/motd": b"in the given pool\n"}, dirs=["etc"])
+                image = await put_image(store, [busybox_rootfs_tar(), extra], name="l/p:1")
+                layers = await store.image_layers(image.id)
+                assert [x.diff_digest for x in layers][-1] == digest(extra)
+                ctr = await store.create_container(image.id, names=["given"])
+                root = await store.mount_container(ctr.id)
+                assert (root / "etc/motd").read_bytes() == b"in the given pool\n"
+                # The container's device is a thin device of the operator's pool.
+                source = [m.split()[0] for m in _sh("cat /proc/self/mounts").splitlines()
+                          if m.split()[1] in (str(root), str(root.parent))]  # fmt: skip
+                table = _sh(f"dmsetup table {source[0]}").split()
+                pool_dev = _sh(f"dmsetup info -c --noheadings -o major,minor {pool}").strip()
+                assert table[2:4] == ["thin", pool_dev], table
+                await store.unmount_container(ctr.id)
+                status = dict(await store.driver.status())
+                assert status["Pool Name"] == pool and "Data loop file" not in status
+            finally:
+                await store.close()
+            assert pool in _sh("dmsetup ls")  # the operator's pool stays
+
+        asyncio.run(use())
+        # Another root on the same pool: it holds data crio's metadata does not know.
+        with pytest.raises(StorageError, match="cannot take over thin pool"):
+            asyncio.run(Store.open(work / "other", work / "run2", "devicemapper", options))
+    finally:
+        home = work / "root" / "devicemapper"
+        if home.exists():  # crio's devices in the pool, if a failure left any active
+            st = os.stat(home)
+            prefix = dm.device_prefix(st.st_dev, st.st_ino)
+            for line in _sh("dmsetup ls").splitlines():
+                if line.startswith(prefix):
+                    _sh(f"dmsetup remove {line.split()[0]} || true")
+        _sh(f"dmsetup remove {pool} || true")
+        for loop in loops:
+            subprocess.run(["losetup", "-d", loop], check=False)
