@@ -238,16 +238,25 @@ class Case:
         return self.cri.exec(cid, cmd, timeout=timeout)
 
     def cleanup(self) -> None:
+        failed = []
         for cid in reversed(self._containers):
-            with contextlib.suppress(grpc.RpcError):
+            try:
                 self.cri.rt.RemoveContainer(
                     api.RemoveContainerRequest(container_id=cid), timeout=SLOW_CALL
                 )
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                    failed.append(f"RemoveContainer {cid}: {exc.code().name}: {exc.details()}")
         for pod_id in self._pods:
-            with contextlib.suppress(grpc.RpcError):
+            try:
                 self.cri.rt.StopPodSandbox(
                     api.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=SLOW_CALL
                 )
                 self.cri.rt.RemovePodSandbox(
                     api.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=SLOW_CALL
                 )
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                    failed.append(f"pod {pod_id}: {exc.code().name}: {exc.details()}")
+        # A removal that fails leaves its object in the shared pod for the next case.
+        assert not failed, failed

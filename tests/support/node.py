@@ -127,10 +127,20 @@ def start_node(
 
 
 def stop_node(node: Node) -> None:
+    failures: list[str] = []
     try:
         with contextlib.suppress(Exception):
             node.cri.remove_everything()
         leftovers = node.leftovers()
+        if any(leftovers.values()):
+            # What crio said about it, before its directory (and log) goes.
+            failures = [
+                line
+                for line in node.crio.log_text().splitlines()
+                if " failed: " in line
+                and ("Remove" in line or "Stop" in line)
+                and "NOT_FOUND" not in line
+            ]
         node._channel.close()
         node.crio.stop()
     finally:
@@ -144,4 +154,4 @@ def stop_node(node: Node) -> None:
         for mount in reversed(_mounts_under(node.base)):
             os.system(f"umount -l {mount} 2>/dev/null")
         node.crio.cleanup()
-    assert not any(leftovers.values()), leftovers
+    assert not any(leftovers.values()), (leftovers, failures[-20:])
