@@ -91,6 +91,10 @@ class SandboxSpec:
     #: Bytes of the pod's /dev/shm (the io.kubernetes.cri-o.ShmSize annotation, where its
     #: handler allows it); 0: the runtime's default. Only set at create.
     shm_size: int = 0
+    #: ``pid_mode`` is POD and core runs no infra container of its own accord
+    #: (``drop_infra_ctr``): the runtime may hold the pod's PID namespace with a process
+    #: of its own and return the namespace as :attr:`PodNamespaces.pid`. Only set at create.
+    hold_pid_namespace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +239,9 @@ class Runtime(Protocol):
     """
 
     #: True when :meth:`start_sandbox` ignores its ``network`` argument, so that core may
-    #: start the sandbox first and make its infra container while the network is set up
-    #: (runc: the namespaces are pinned already). False when the sandbox must be wired
-    #: to the network before containers exist in it (a VM).
+    #: start the sandbox while the network is set up (or before, and make its infra
+    #: container meanwhile; runc: the namespaces are pinned already). False when the
+    #: sandbox must be wired to the network before containers exist in it (a VM).
     sandbox_independent_of_network: bool
 
     async def start(self) -> None:
@@ -280,14 +284,20 @@ class Runtime(Protocol):
         unless ``ipc_mode`` is NODE. ``sysctls`` are set inside them; one that
         does not exist or cannot be set raises
         :class:`~crio.errors.InvalidRequestError` naming it. A PID namespace
-        shared by the pod needs a process: core runs an infra container for it.
-        On failure nothing is left behind.
+        shared by the pod needs a process: with ``hold_pid_namespace`` the runtime
+        may start one itself (runc: a pause process, no container) and return
+        the namespace's path as ``pid``, which it keeps until :meth:`stop_sandbox`
+        (and finds again in :meth:`restore_sandbox`); the namespace may become
+        usable only once :meth:`start_sandbox` returned. When it returns no
+        ``pid``, core runs an infra container for it. On failure nothing is
+        left behind.
 
         :returns: the paths of the namespaces; ``network`` is where core runs CNI.
         """
 
     async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
-        """Make the sandbox ready for containers once its network is set up.
+        """Make the sandbox ready for containers once its network is set up (or while
+        it is, with ``sandbox_independent_of_network``).
 
         :param network: what the network plugin reported (interfaces, IPs,
             routes, MACs), for runtimes that must wire a VM to it; empty for
@@ -295,7 +305,8 @@ class Runtime(Protocol):
         """
 
     async def stop_sandbox(self, pod_sandbox_id: str) -> None:
-        """Kill every process of the pod (containers included). Idempotent."""
+        """Kill every process of the pod (containers included, and the process that
+        holds its PID namespace). Idempotent."""
 
     async def remove_sandbox(self, pod_sandbox_id: str) -> None:
         """Release the namespaces, cgroup and files of a stopped pod. Idempotent."""

@@ -321,6 +321,13 @@ async def _network(
     return pod, dict(status.result)
 
 
+def _needs_infra(deps: Deps, pod: SandboxRecord) -> bool:
+    """An infra container: when configured (drop_infra_ctr = false), or for a shared PID
+    namespace that the runtime did not take on itself."""
+    shared_pid = pod.pid_mode is NamespaceMode.POD and not pod.namespaces.pid
+    return not deps.config.crio.runtime.drop_infra_ctr or shared_pid
+
+
 async def _network_and_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> SandboxRecord:
     """The pod's network, the runtime's start of the sandbox, and its infra container.
 
@@ -329,13 +336,19 @@ async def _network_and_infra(deps: Deps, pod: SandboxRecord, undo: Undo) -> Sand
     (a VM wired to the pod's interfaces) one after the other.
     """
     runtime = runtime_of(deps, pod.runtime_handler)
-    infra = not deps.config.crio.runtime.drop_infra_ctr or pod.pid_mode is NamespaceMode.POD
+    infra = _needs_infra(deps, pod)
     if infra and runtime.sandbox_independent_of_network:
         await runtime.start_sandbox(pod.pod_sandbox_id, {})
         (networked, _), with_infra = await both(
             _network(deps, pod, undo), _start_infra(deps, pod, undo)
         )
         return dataclasses.replace(with_infra, ips=networked.ips)
+    if runtime.sandbox_independent_of_network:
+        # Its start (runc: the pod's pause process) and CNI run at the same time.
+        (networked, _), _ = await both(
+            _network(deps, pod, undo), runtime.start_sandbox(pod.pod_sandbox_id, {})
+        )
+        return networked
     pod, result = await _network(deps, pod, undo)
     await runtime.start_sandbox(pod.pod_sandbox_id, result)
     return await _start_infra(deps, pod, undo) if infra else pod
@@ -376,7 +389,10 @@ async def run_pod_sandbox(deps: Deps, req: api.RunPodSandboxRequest) -> api.RunP
             asyncio.to_thread(lambda: _write_files(run_dir, _files(pod, config.dns_config)))
         )
         try:
-            spec = dataclasses.replace(sandbox_spec(pod), shm_size=shm_size)
+            hold_pid = deps.config.crio.runtime.drop_infra_ctr and pod.pid_mode is NamespaceMode.POD
+            spec = dataclasses.replace(
+                sandbox_spec(pod), shm_size=shm_size, hold_pid_namespace=hold_pid
+            )
             namespaces = await runtime.create_sandbox(spec)
             undo.push("the runtime's sandbox", lambda: runtime.remove_sandbox(pod_id))
         finally:

@@ -179,6 +179,31 @@ class Hierarchies:
                         busy.append(mount_point + level)
         return busy
 
+    def make(self, cgroup_path: str) -> None:
+        """Make cgroupfs path ``cgroup_path`` in every hierarchy, with its missing levels
+        (as runc does for a container: a new v1 cpuset level gets its parent's CPUs and
+        memory nodes, or no process may join it)."""
+        parts = [p for p in cgroup_path.split("/") if p]
+        for mount_point in self.mount_points():
+            path = mount_point
+            for part in parts:
+                parent, path = path, f"{path}/{part}"
+                try:
+                    os.mkdir(path, 0o755)
+                except FileExistsError:
+                    continue
+                if mount_point == self.v1.get("cpuset"):
+                    for name in ("cpuset.cpus", "cpuset.mems"):
+                        if not _read(f"{path}/{name}").strip():
+                            with open(f"{path}/{name}", "w") as handle:
+                                handle.write(_read(f"{parent}/{name}"))
+
+    def attach(self, pid: int, cgroup_path: str) -> None:
+        """Move process ``pid`` into ``cgroup_path`` (made by :meth:`make`) everywhere."""
+        for mount_point in self.mount_points():
+            with open(f"{mount_point}{cgroup_path}/cgroup.procs", "w") as handle:
+                handle.write(str(pid))
+
     def pids(self, cgroup_path: str) -> list[int]:
         """The processes in a cgroup (v1: the pids or memory hierarchy)."""
         cgroup_path = systemd_cgroup_path(cgroup_path)

@@ -20,7 +20,10 @@ released only on positive evidence that this crio made it:
 - an exit file, an attach link or a namespace pin with a name of crio's own
   form (a 64-digit hex id; an exec session's 16 digits for attach links), of
   the right kind (a regular file, a symlink, a pin), in a directory that is
-  crio's and never another configured path.
+  crio's and never another configured path;
+- a pause process (pause.py) whose root is a tmpfs named after a pin of crio's
+  form in this crio's namespaces directory, that is the init of a PID
+  namespace of its own, in crio's user namespace.
 
 Anything else is left alone; a foreign container is mentioned once, at
 debug level.
@@ -40,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crio_plugins.runtime_runc import _linux
+from crio.errors import CrioError
+from crio_plugins.runtime_runc import _linux, pause
 from crio_plugins.runtime_runc._proc import process_start
 
 __all__ = [
@@ -55,7 +59,7 @@ __all__ = [
 log = logging.getLogger("crio.runtime.runc")
 
 #: Where pinned namespaces live under ``namespaces_dir``, by kind.
-PIN_DIRS = ("netns", "ipcns", "utsns")
+PIN_DIRS = ("netns", "ipcns", "utsns", pause.PIN_DIR)
 #: crio's pod and container ids (core's ``new_id``).
 CRIO_ID = re.compile(r"[0-9a-f]{64}")
 #: The attach link of an exec sync session is named by its 16-digit id (conmon's ``-u``).
@@ -352,6 +356,22 @@ async def _collect_runtime_state(
                           paths.handler_name, name, error)  # fmt: skip
 
 
+async def _collect_pauses(pass_: _Pass, pods: set[str]) -> None:
+    """Pause processes of pods with no record: killed before their pins are released."""
+    pin_dir = os.path.join(pass_.paths.namespaces_dir, pause.PIN_DIR)
+    found = await asyncio.to_thread(pause.pause_processes, pin_dir)
+    for pod_sandbox_id, process in sorted(found.items()):
+        if pod_sandbox_id in pods or not CRIO_ID.fullmatch(pod_sandbox_id):
+            continue
+        pass_.note(f"pause process {process.pid} (pod sandbox {pod_sandbox_id})",
+                   f"pod sandbox {pod_sandbox_id}")  # fmt: skip
+        if not pass_.dry_run:
+            try:
+                await pause.kill(process, 30.0)
+            except CrioError as exc:
+                log.error("pod sandbox %s: %s", pod_sandbox_id, exc)
+
+
 async def _collect_files(pass_: _Pass, pods: set[str], ctrs: set[str]) -> None:
     paths = pass_.paths
     for name in await asyncio.to_thread(crio_exit_files, paths):
@@ -399,5 +419,6 @@ async def collect(
     pods, ctrs = set(sandbox_ids), set(container_ids)
     await _collect_monitors(pass_, ctrs)
     await _collect_runtime_state(pass_, ctrs, state, delete, set() if foreign is None else foreign)
+    await _collect_pauses(pass_, pods)
     await _collect_files(pass_, pods, ctrs)
     return pass_.found

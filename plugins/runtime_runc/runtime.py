@@ -44,7 +44,15 @@ from crio.oci.runtime import (
     State,
     StreamIO,
 )
-from crio_plugins.runtime_runc import attach, cgstats, conmon, exec_session, garbage, portforward
+from crio_plugins.runtime_runc import (
+    attach,
+    cgstats,
+    conmon,
+    exec_session,
+    garbage,
+    pause,
+    portforward,
+)
 from crio_plugins.runtime_runc._container import (
     STATE_FILE,
     RuncContainer,
@@ -98,7 +106,8 @@ def _fd_budget() -> int:
 class RuncRuntime(RuncProcessControl):
     """One ``[crio.runtime.runtimes.NAME]`` handler with runtime_type "oci"."""
 
-    #: start_sandbox does nothing: the namespaces CNI sets up are pinned by create_sandbox.
+    #: start_sandbox only waits for the pod's pause process (started by create_sandbox):
+    #: the namespaces CNI sets up are pinned by create_sandbox.
     sandbox_independent_of_network = True
 
     def __init__(
@@ -111,6 +120,7 @@ class RuncRuntime(RuncProcessControl):
         bundle_root: str = "",
         reserved: frozenset[str] = frozenset(),
         stop_timeout: float = 30.0,
+        pause_binary: str = "",
     ) -> None:
         self.handler_name = handler_name
         self.runtime_path = runtime_path
@@ -133,8 +143,11 @@ class RuncRuntime(RuncProcessControl):
         #: The systemd cgroup manager's D-Bus client (cgroup_manager = "systemd").
         self.systemd = SystemdManager() if settings.systemd_cgroup else None
         self.sandboxes = Sandboxes(
-            self.namespaces_dir, self.hierarchies, self._cgroup_reader, self.systemd
+            self.namespaces_dir, self.hierarchies, self._cgroup_reader, self.systemd, stop_timeout
         )
+        #: ``pause_binary``: the static binary that holds shared PID namespaces
+        #: ("": catatonit from $PATH when there is one; "none": infra containers).
+        self.pause_binary = pause_binary
         self.version = ""
         self._containers: dict[str, RuncContainer] = {}
         self._watcher: DirectoryWatcher | None = None
@@ -142,11 +155,20 @@ class RuncRuntime(RuncProcessControl):
 
     @classmethod
     def from_config(cls, name: str, handler: RuntimeHandler, config: Config) -> RuncRuntime:
-        if handler.options:
-            key = sorted(handler.options)[0]
+        options = dict(handler.options)
+        pause_binary = options.pop("pause_binary", "")
+        if options:
             raise ConfigError(
-                "unknown key for runtime_type 'oci'",
-                key=f"crio.runtime.runtimes.{name}.{key}",
+                "unknown key for runtime_type 'oci' (it takes pause_binary beyond the core keys)",
+                key=f"crio.runtime.runtimes.{name}.{sorted(options)[0]}",
+            )
+        if not isinstance(pause_binary, str) or not (
+            pause_binary in ("", "none") or pause_binary.startswith("/")
+        ):
+            raise ConfigError(
+                f'got {pause_binary!r}, expected an absolute path, "" (catatonit from '
+                '$PATH) or "none"',
+                key=f"crio.runtime.runtimes.{name}.pause_binary",
             )
         if handler.runtime_config_path:
             raise ConfigError(
@@ -177,6 +199,7 @@ class RuncRuntime(RuncProcessControl):
             bundle_root=config.crio.runroot,
             reserved=configured_paths(config),
             stop_timeout=float(rt.ctr_stop_timeout),
+            pause_binary=pause_binary,
         )
 
     # -- life of the handler ------------------------------------------------
@@ -210,8 +233,14 @@ class RuncRuntime(RuncProcessControl):
         self._layout_problem = self._check_layout()
         if self._layout_problem:
             log.error("runtime handler %s: %s", self.handler_name, self._layout_problem)
+        self.sandboxes.pause_binary = await asyncio.to_thread(self._pause_binary)
         self._watcher = DirectoryWatcher(self.conmon.exits_dir, self._on_exit_file, self._rescan)
         self._watcher.start()
+
+    def _pause_binary(self) -> str:
+        return pause.choose_binary(
+            self.pause_binary, f"crio.runtime.runtimes.{self.handler_name}.pause_binary"
+        )
 
     def _check_layout(self) -> str:
         """crun refuses a hybrid cgroup layout whose v2 hierarchy holds controllers."""
@@ -228,6 +257,7 @@ class RuncRuntime(RuncProcessControl):
         return ""
 
     async def close(self) -> None:
+        await self.sandboxes.close()
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
@@ -272,11 +302,12 @@ class RuncRuntime(RuncProcessControl):
         return await self.sandboxes.restore(spec)
 
     async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
-        return None
+        await self.sandboxes.start(pod_sandbox_id)
 
     async def stop_sandbox(self, pod_sandbox_id: str) -> None:
         ours = [c for c in self._containers.values() if c.pod_sandbox_id == pod_sandbox_id]
         await asyncio.gather(*(self.stop_container(c.container_id, 0) for c in ours))
+        await self.sandboxes.stop(pod_sandbox_id)
 
     async def remove_sandbox(self, pod_sandbox_id: str) -> None:
         await self.stop_sandbox(pod_sandbox_id)

@@ -1,7 +1,9 @@
-"""The runc runtime's pods: pinned namespaces, a /dev/shm, a cgroup parent.
+"""The runc runtime's pods: pinned namespaces, a /dev/shm, a cgroup parent, and the
+pause process of a pod whose containers share a PID namespace (pause.py).
 
 What a pod holds is written to ``RUN_DIR/runc-sandbox.json`` so that a
-restarted crio can release it.
+restarted crio can release it: before its pause process is started, so that
+a crash in between leaves a pod whose roll-back finds that process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from crio.oci.runtime import (
     SandboxStats,
 )
 from crio.oci.sysctls import sysctl_namespace
-from crio_plugins.runtime_runc import _linux, cgstats, namespaces
+from crio_plugins.runtime_runc import _linux, cgstats, namespaces, pause
 from crio_plugins.runtime_runc._proc import parse_net_dev, read_json, write_json
 from crio_plugins.runtime_runc.cgroups import CgroupUsage, Hierarchies
 from crio_plugins.runtime_runc.systemd import SystemdManager
@@ -48,10 +50,21 @@ class PodSandbox:
     cgroup_levels: list[str] = field(default_factory=list)
     #: The pod's slice, when crio made it (systemd): stopped with the pod.
     cgroup_slice: str = ""
+    #: The pin of the PID namespace its pause process holds, and that process's cgroup.
+    pause_pin: str = ""
+    pause_cgroup: str = ""
+    pause_pid: int = 0
+    pause_start: int = 0
 
     def pod_namespaces(self) -> PodNamespaces:
         ns = self.namespaces
-        return PodNamespaces(network=ns.network, ipc=ns.ipc, uts=ns.uts, shm=self.shm or None)
+        return PodNamespaces(
+            network=ns.network,
+            ipc=ns.ipc,
+            uts=ns.uts,
+            pid=self.pause_pin or None,
+            shm=self.shm or None,
+        )
 
     def save(self) -> None:
         write_json(
@@ -65,6 +78,10 @@ class PodSandbox:
                 "cgroup_parent": self.cgroup_parent,
                 "cgroup_levels": self.cgroup_levels,
                 "cgroup_slice": self.cgroup_slice,
+                "pause_pin": self.pause_pin,
+                "pause_cgroup": self.pause_cgroup,
+                "pause_pid": self.pause_pid,
+                "pause_start": self.pause_start,
             },
         )
 
@@ -106,11 +123,19 @@ class Sandboxes:
         hierarchies: Hierarchies,
         reader: cgstats.CgroupReader,
         systemd: SystemdManager | None = None,
+        stop_timeout: float = 30.0,
     ) -> None:
         self.namespaces_dir = namespaces_dir
         self.hierarchies = hierarchies
         self.systemd = systemd
+        #: The static pause binary that holds shared PID namespaces; "": none (core then
+        #: runs an infra container). Set by the runtime once it checked the binary.
+        self.pause_binary = ""
+        self.stop_timeout = stop_timeout
         self._pods: dict[str, PodSandbox] = {}
+        self._pauses: dict[str, pause.PauseWatch] = {}
+        #: Pause processes being started (from create to start_sandbox, while CNI runs).
+        self._starting: dict[str, asyncio.Future[None]] = {}
         self._sampler: cgstats.Sampler[str | None] = cgstats.Sampler(
             hierarchies, reader, processes=True
         )
@@ -152,12 +177,77 @@ class Sandboxes:
                 shm = spec.run_dir / "shm"
                 await asyncio.to_thread(namespaces.mount_shm, shm, spec.shm_size)
                 pod.shm = str(shm)
+            if spec.hold_pid_namespace and self.pause_binary and self.systemd is None:
+                pod.pause_pin = str(self.namespaces_dir / pause.PIN_DIR / spec.pod_sandbox_id)
+                pod.pause_cgroup = f"{pod.cgroup_parent.rstrip('/')}/crio-{spec.pod_sandbox_id}"
+            # Before a pause process exists: a roll-back finds it from here on.
             await asyncio.to_thread(pod.save)
+            if pod.pause_pin:
+                # It starts while core sets up the network; start_sandbox waits for it.
+                self._starting[pod.pod_sandbox_id] = asyncio.ensure_future(self._start_pause(pod))
         except BaseException:
             await self._release(pod)
             raise
         self._pods[spec.pod_sandbox_id] = pod
         return pod.pod_namespaces()
+
+    async def start(self, pod_sandbox_id: str) -> None:
+        """Wait until the pod's pause process (if it gets one) runs.
+
+        :raises OCIRuntimeError: it could not be started.
+        """
+        starting = self._starting.get(pod_sandbox_id)
+        if starting is not None:
+            # Left for stop() to wait for, should this wait be cancelled.
+            await asyncio.shield(starting)
+            self._starting.pop(pod_sandbox_id, None)
+
+    async def _start_pause(self, pod: PodSandbox) -> None:
+        pod_id = pod.pod_sandbox_id
+        ns = pod.namespaces
+        spec = pause.PauseSpec(
+            pod_sandbox_id=pod_id,
+            binary=self.pause_binary,
+            pin=Path(pod.pause_pin),
+            mountpoint=pod.run_dir,
+            cgroup=pod.pause_cgroup,
+            network=ns.network,
+            ipc=ns.ipc,
+            uts=ns.uts,
+        )
+        watch = await pause.start(spec, self.hierarchies)
+        self._pauses[pod_id] = watch
+        pod.pause_pid, pod.pause_start = watch.process.pid, watch.process.start
+        await asyncio.to_thread(pod.save)
+
+    async def _restore_pause(self, pod: PodSandbox) -> None:
+        found = await asyncio.to_thread(pause.find, pod.pause_pin, pod.pause_pid, pod.pause_start)
+        watch = pause.PauseWatch.attach(found) if found is not None else None
+        if watch is None:
+            log.warning("pod sandbox %s: its pause process is gone", pod.pod_sandbox_id)
+            return
+        self._pauses[pod.pod_sandbox_id] = watch
+        pod.pause_pid, pod.pause_start = found.pid, found.start  # type: ignore[union-attr]
+
+    async def stop(self, pod_sandbox_id: str) -> None:
+        """Kill the pod's pause process, if it has one (its PID namespace dies with it)."""
+        starting = self._starting.pop(pod_sandbox_id, None)
+        if starting is not None:
+            # Never cancelled halfway: its threads would start a process nobody watches.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+        watch = self._pauses.get(pod_sandbox_id)
+        if watch is not None:
+            await watch.kill(self.stop_timeout)
+
+    def pause_pid(self, pod_sandbox_id: str) -> int:
+        watch = self._pauses.get(pod_sandbox_id)
+        return watch.process.pid if watch is not None and not watch.ended.is_set() else 0
+
+    async def close(self) -> None:
+        for watch in self._pauses.values():
+            watch.close()
+        self._pauses.clear()
 
     async def restore(self, spec: SandboxSpec) -> PodNamespaces:
         data = await asyncio.to_thread(read_json, spec.run_dir / STATE_FILE)
@@ -178,7 +268,13 @@ class Sandboxes:
             cgroup_parent=str(data.get("cgroup_parent") or spec.cgroup_parent),
             cgroup_levels=list(data.get("cgroup_levels") or []),
             cgroup_slice=str(data.get("cgroup_slice") or ""),
+            pause_pin=str(data.get("pause_pin") or ""),
+            pause_cgroup=str(data.get("pause_cgroup") or ""),
+            pause_pid=int(data.get("pause_pid") or 0),
+            pause_start=int(data.get("pause_start") or 0),
         )
+        if pod.pause_pin:
+            await self._restore_pause(pod)
         self._pods[spec.pod_sandbox_id] = pod
         return pod.pod_namespaces()
 
@@ -188,11 +284,17 @@ class Sandboxes:
             await self._release(pod)
 
     async def _release(self, pod: PodSandbox) -> None:
+        await self.stop(pod.pod_sandbox_id)
+        self._pauses.pop(pod.pod_sandbox_id, None)
+
         def release() -> list[str]:
             if pod.shm:
                 namespaces.unmount_shm(Path(pod.shm))
             namespaces.unpin(pod.namespaces)
-            busy = self.hierarchies.remove(pod.cgroup_levels)
+            if pod.pause_pin:
+                pause.release_pin(pod.pause_pin)
+            levels = [pod.pause_cgroup] if pod.pause_cgroup else []
+            busy = self.hierarchies.remove([*levels, *pod.cgroup_levels])
             with contextlib.suppress(FileNotFoundError):
                 (pod.run_dir / STATE_FILE).unlink()
             return busy
@@ -229,7 +331,11 @@ class Sandboxes:
 
         def net_dev(pod_sandbox_id: str) -> str | None:
             netns = pods[pod_sandbox_id].namespaces.network
-            return cgstats.read_net_dev(netns, pids.get(pod_sandbox_id, [])) if netns else None
+            if not netns:
+                return None
+            held = self.pause_pid(pod_sandbox_id)
+            through = [*pids.get(pod_sandbox_id, []), *([held] if held else [])]
+            return cgstats.read_net_dev(netns, through)
 
         samples = await self._sampler.sample(
             {i: pod.cgroup_parent for i, pod in pods.items()}, self._pods, net_dev

@@ -96,6 +96,8 @@ class Pod:
     ready: bool = True
     uncertain: bool = False
     busy: bool = False
+    #: Its containers share its PID namespace (a pause process holds it).
+    shared_pid: bool = False
 
 
 @dataclass
@@ -134,6 +136,8 @@ class Chaos:
         self.removed: set[str] = set()
         #: (pod uid) of RunPodSandbox calls cut off; (pod id, name) of CreateContainer ones.
         self.maybe_pods: set[str] = set()
+        #: Uids of those pods whose containers share the pod's PID namespace.
+        self.maybe_shared_pid: set[str] = set()
         self.maybe_ctrs: set[tuple[str, str]] = set()
         self.ever: set[str] = set()
         self._lock = threading.Lock()
@@ -332,7 +336,8 @@ class Chaos:
 
     def _op_run_pod(self, rng: random.Random) -> Callable[[], None]:
         bridge = rng.random() < 0.5
-        config = pod_config(host_network=not bridge, pid=api.CONTAINER)
+        shared_pid = rng.random() < 0.3
+        config = pod_config(host_network=not bridge, pid=api.POD if shared_pid else api.CONTAINER)
         config.linux.cgroup_parent = f"{self.cgroup_root}/pod-{config.metadata.uid}"
         config.log_directory = str(self.crio.base / "pods" / config.metadata.uid)
         uid = config.metadata.uid
@@ -342,8 +347,12 @@ class Chaos:
             with self._lock:
                 if reply is None:
                     self.maybe_pods.add(uid)
+                    if shared_pid:
+                        self.maybe_shared_pid.add(uid)
                 elif not isinstance(reply, grpc.StatusCode):
-                    self.pods[reply.pod_sandbox_id] = Pod(reply.pod_sandbox_id, uid)
+                    self.pods[reply.pod_sandbox_id] = Pod(
+                        reply.pod_sandbox_id, uid, shared_pid=shared_pid
+                    )
                     self.ever.add(reply.pod_sandbox_id)
 
         return run
@@ -351,7 +360,8 @@ class Chaos:
     def _op_create(self, rng: random.Random, pod: Pod) -> Callable[[], None]:
         pod.busy = True
         name = f"c{secrets.token_hex(3)}"
-        config = container_config(name, rng.choice(COMMANDS), image=BUSYBOX_IMAGE)
+        pid = api.POD if pod.shared_pid else api.CONTAINER
+        config = container_config(name, rng.choice(COMMANDS), image=BUSYBOX_IMAGE, pid=pid)
 
         def run() -> None:
             request = api.CreateContainerRequest(pod_sandbox_id=pod.pod_id, config=config)
@@ -495,13 +505,18 @@ class Chaos:
             if pod_id in self.removed:
                 self._problem("resurrected", f"pod sandbox {pod_id} is listed again")
             elif listed.metadata.uid in self.maybe_pods:
+                shared_pid = listed.metadata.uid in self.maybe_shared_pid
                 self.pods[pod_id] = Pod(
-                    pod_id, listed.metadata.uid, listed.state == api.SANDBOX_READY
+                    pod_id,
+                    listed.metadata.uid,
+                    listed.state == api.SANDBOX_READY,
+                    shared_pid=shared_pid,
                 )
                 self.ever.add(pod_id)
             else:
                 self._problem("ghosts", f"pod sandbox {pod_id} ({listed.metadata.name})")
         self.maybe_pods.clear()
+        self.maybe_shared_pid.clear()
         for cid, ctr in list(self.ctrs.items()):
             listed = ctrs.get(cid)
             if listed is None:

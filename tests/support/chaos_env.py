@@ -22,6 +22,7 @@ from support.cni import CNIEnv
 from support.cri import PAUSE_IMAGE
 from support.daemon import CrioProcess
 from support.images import layer_tar, write_oci_layout
+from support.node import pause_processes
 from support.registry import Registry, skopeo_push
 
 __all__ = ["chaos_env", "conmons_of", "crio_check", "leftovers", "store_container_ids"]
@@ -94,6 +95,7 @@ def leftovers(chaos: Chaos) -> dict[str, list[str]]:
         "namespace pins": _files(base / "ns"),
         "cgroups": cgroups,
         "conmon processes": [f"{pid} ({cid})" for cid, pid in conmons_of(base)],
+        "pause processes": [f"{pid} ({pin})" for pid, pin in pause_processes(base).items()],
         "runtime state": _files(base / "rt-runc") + _files(base / "rt-crun"),
         "exit files": _files(base / "exits"),
         "attach links": _files(base / "attach"),

@@ -8,6 +8,7 @@ cri.exec(cid, ["id"]).stdout
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -170,6 +171,11 @@ class Cri:
 
     def pods(self) -> list[api.PodSandbox]:
         return list(self.rt.ListPodSandbox(api.ListPodSandboxRequest()).items)
+
+    def pod_info(self, pod_id: str) -> dict[str, Any]:
+        """The verbose PodSandboxStatus's ``info`` (namespaces, infraContainerId ...)."""
+        request = api.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
+        return dict(json.loads(self.rt.PodSandboxStatus(request).info["info"]))
 
     def containers(self, **filters: Any) -> list[api.Container]:
         flt = api.ContainerFilter(**filters)

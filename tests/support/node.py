@@ -19,7 +19,7 @@ from support.cri import PAUSE_IMAGE, Cri, pod_config, seed_images
 from support.daemon import CrioProcess
 from support.vm import shared_templates
 
-__all__ = ["HANDLERS", "Node", "start_node", "stop_node"]
+__all__ = ["HANDLERS", "Node", "pause_processes", "start_node", "stop_node"]
 
 HANDLERS = ("runc", "crun")
 
@@ -34,6 +34,28 @@ def _cgroup_dirs(cgroup_root: str) -> list[str]:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         if (hierarchy / cgroup_root.lstrip("/")).exists():
             found.append(str(hierarchy / cgroup_root.lstrip("/")))
+    return found
+
+
+def pause_processes(base: Path) -> dict[int, str]:
+    """Running pause processes crio started under ``base``: PID -> their pin path.
+
+    Found as crio marks them (the source of their root tmpfs is ``crio-pause:PIN``),
+    read here without crio's code; zombies (no mount namespace left) are not listed.
+    """
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/mountinfo", "rb") as handle:
+            head = handle.read(4096).decode(errors="replace")
+            for line in head.splitlines():
+                fields = line.split(" ")
+                if fields[4] == "/" and "-" in fields:
+                    source = fields[fields.index("-") + 2]
+                    if source.startswith(f"crio-pause:{base}/"):
+                        found[int(entry)] = source.removeprefix("crio-pause:")
+                    break
     return found
 
 
@@ -91,6 +113,9 @@ class Node:
             "namespace pins": pins,
             "cgroups": _cgroup_dirs(self.cgroup_root + "/pod-"),
             "exit files": [str(p) for p in exits],
+            "pause processes": [
+                f"{pid} ({pin})" for pid, pin in pause_processes(self.base).items()
+            ],
         }
 
 

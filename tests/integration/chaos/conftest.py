@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,14 @@ def held_node(tmp_path: Path) -> Iterator[Any]:
     """``held_node()``: a crio whose runc can be held at one call; leak-checked after."""
     nodes: list[Node] = []
 
-    def make() -> tuple[Node, Hold]:
+    def make(runtime: Mapping[str, Any] | None = None) -> tuple[Node, Hold]:
         hold = Hold(tmp_path / "bin", "/usr/bin/runc")
-        node = start_node({"crio.runtime.runtimes.runc": {"runtime_path": str(hold.path)}})
+        node = start_node(
+            {
+                "crio.runtime.runtimes.runc": {"runtime_path": str(hold.path)},
+                "crio.runtime": dict(runtime or {}),
+            }
+        )
         nodes.append(node)
         return node, hold
 
@@ -32,11 +37,17 @@ def held_node(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def cni_node(tmp_path: Path) -> Iterator[tuple[Node, CNIEnv, Hold]]:
-    """A crio with a private bridge network whose bridge plugin can be held at ADD or DEL."""
+def cni_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Node, CNIEnv, Hold]]:
+    """A crio with a private bridge network whose bridge plugin can be held at ADD or DEL
+    (indirect parameter: more ``[crio.runtime]`` keys)."""
     plugins = tmp_path / "cni-bin"
     hold = Hold(plugins, "/usr/lib/cni/bridge", name="hold-bridge")
-    node = start_node({"crio.network": {"plugin_dirs": [str(plugins), "/usr/lib/cni"]}})
+    node = start_node(
+        {
+            "crio.network": {"plugin_dirs": [str(plugins), "/usr/lib/cni"]},
+            "crio.runtime": dict(getattr(request, "param", None) or {}),
+        }
+    )
     cni = CNIEnv(node.base)
     doc = cni.conflist(portmap=False)
     doc["plugins"][0]["type"] = "hold-bridge"
