@@ -1,29 +1,34 @@
 """A small CRI client the systemd guest runs with the crio it installed (``crio.api`` stubs).
 
-The guest has no crictl: tests copy this file into the VM's share and run
-``/usr/local/lib/crio/bin/python guest_cri.py COMMAND ARG...``. Each command
-prints one JSON object; a gRPC failure prints ``{"error": CODE, "message": ...}``
-and exits 1.
+The guest has no crictl: tests copy this file into the VM's share. Under TCG a
+Python that imports grpc and the CRI stubs takes seconds to start, so the
+tests start it once (``PYTHON guest_cri.py serve``: it listens on
+:data:`SERVE_SOCKET`) and each call is a stdlib-only client
+(``python -S guest_cri.py call COMMAND ARG...``) that hands it the command.
+``guest_cri.py COMMAND ARG...`` runs one command in its own process.
+Each command prints one JSON object; a gRPC failure prints
+``{"error": CODE, "message": ...}`` and exits 1.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
-import uuid
 from typing import Any
-
-import grpc
-from google.protobuf.json_format import MessageToDict
-
-from crio.api import api_pb2 as api
-from crio.api import api_pb2_grpc
 
 SOCKET = "unix:///var/run/crio/crio.sock"
 IMAGE = "localhost/busybox:latest"
+#: Where ``serve`` listens (the guest's own /run).
+SERVE_SOCKET = "/run/guest-cri.sock"
 
 
-def _pod_config(name: str, parent: str, log_dir: str) -> api.PodSandboxConfig:
+def _pod_config(name: str, parent: str, log_dir: str) -> Any:
+    import uuid
+
+    from crio.api import api_pb2 as api
+
     uid = uuid.uuid4().hex[:12]
     config = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name=name, namespace="node-test", uid=uid),
@@ -37,6 +42,12 @@ def _pod_config(name: str, parent: str, log_dir: str) -> api.PodSandboxConfig:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from crio.api import api_pb2 as api
+    from crio.api import api_pb2_grpc
+
     command, args = argv[0], argv[1:]
     with grpc.insecure_channel(SOCKET) as channel:
         rt = api_pb2_grpc.RuntimeServiceStub(channel)
@@ -102,9 +113,53 @@ def main(argv: list[str]) -> dict[str, Any]:
     raise SystemExit(f"unknown command {command!r}")
 
 
-if __name__ == "__main__":
+def answer(argv: list[str]) -> tuple[dict[str, Any], int]:
+    """One command's JSON reply and exit status."""
+    import grpc
+
     try:
-        print(json.dumps(main(sys.argv[1:])))
+        return main(argv), 0
     except grpc.RpcError as exc:
-        print(json.dumps({"error": exc.code().name, "message": exc.details()}))
-        sys.exit(1)
+        return {"error": exc.code().name, "message": exc.details()}, 1
+    except SystemExit as exc:
+        return {"error": "USAGE", "message": str(exc)}, 2
+
+
+def serve(path: str = SERVE_SOCKET) -> None:
+    """Answer commands, one connection at a time: a JSON list in, a JSON reply out."""
+    import grpc  # noqa: F401  (imported once, here, not per call)
+
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path + ".tmp")
+    os.rename(path + ".tmp", path)  # callers wait for the path: it appears listening
+    server.listen(8)
+    while True:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            argv = json.loads(stream.readline())
+            reply, status = answer(argv)
+            stream.write(json.dumps({"reply": reply, "status": status}).encode() + b"\n")
+
+
+def call(argv: list[str], path: str = SERVE_SOCKET) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(path)
+        with conn.makefile("rwb") as stream:
+            stream.write(json.dumps(argv).encode() + b"\n")
+            stream.flush()
+            answered = json.loads(stream.readline())
+    print(json.dumps(answered["reply"]))
+    return int(answered["status"])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        serve()
+    elif sys.argv[1:2] == ["call"]:
+        sys.exit(call(sys.argv[2:]))
+    else:
+        reply, status = answer(sys.argv[1:])
+        print(json.dumps(reply))
+        sys.exit(status)

@@ -72,7 +72,9 @@ class Node:
 
     def cri(self, *args: str) -> dict[str, Any]:
         """One CRI call through the guest's client; a failed call fails the test, saying why."""
-        result = self.loop.run(self.vm.run([PYTHON, CLIENT, *args], timeout=300), timeout=330)
+        # -S: the stdlib-only client of the client server the fixture started (no grpc).
+        argv = [PYTHON, "-S", CLIENT, "call", *args]
+        result = self.loop.run(self.vm.run(argv, timeout=300), timeout=330)
         out = result.stdout.decode(errors="replace").strip()
         reply = json.loads(out.splitlines()[-1]) if out else {}
         if result.exit_code != 0 or "error" in reply:
@@ -134,6 +136,14 @@ def node() -> Iterator[Node]:
             f"cat > /etc/crio/crio.conf.d/10-node-test.conf <<'EOF'\n{DROP_IN}EOF\n"
             f"printf '%s' '{ENV_FILE.strip()}' > /etc/default/crio\n"
             f"mkdir -p /etc/containers && cat > /etc/containers/policy.json <<'EOF'\n{POLICY}EOF\n"
+        )
+        # The CRI client, started once (grpc's import costs seconds under TCG); it needs
+        # the crio that make install placed, and outlives crio's restarts.
+        booted.sh(
+            f"setsid -f {PYTHON} {CLIENT} serve >/run/guest-cri.log 2>&1; "
+            "for i in $(seq 1200); do test -S /run/guest-cri.sock && exit 0; sleep 0.1; done; "
+            "cat /run/guest-cri.log; exit 1",
+            timeout=200,
         )
         yield booted
     finally:
@@ -238,7 +248,7 @@ def test_container_output_goes_to_journald(node: Node) -> None:
 def test_journal_holds_crio_structured_lines(node: Node) -> None:
     node.run("systemctl", "start", "crio")
     missing = "f" * 64
-    out = node.run(PYTHON, CLIENT, "status", missing, check=False)
+    out = node.run(PYTHON, "-S", CLIENT, "call", "status", missing, check=False)
     assert '"error": "NOT_FOUND"' in out
     lines = node.run("journalctl", "-u", "crio", "-o", "cat", "--no-pager").splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
