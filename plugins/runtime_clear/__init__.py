@@ -35,6 +35,21 @@ def crio_runtime(handler_name: str, handler: RuntimeHandler, config: Config) -> 
             "runtime in the pod VM; set it false, or drop the vm handler",
             key="crio.runtime.no_pivot",
         )
+    runtime = config.crio.runtime
+    if runtime.cgroup_manager == "systemd":
+        # The VM's qemu, virtiofsd and supervisor are placed in cgroupfs paths; under
+        # the systemd manager they would live outside any unit crio asked systemd for.
+        raise ConfigError(
+            f"runtime handler {handler_name} (runtime_type 'vm') places its pod VMs by "
+            "cgroupfs paths only; use cgroup_manager = 'cgroupfs', or drop the vm handler",
+            key="crio.runtime.cgroup_manager",
+        )
+    if runtime.log_to_journald:
+        raise ConfigError(
+            f"runtime handler {handler_name} (runtime_type 'vm') writes container output to "
+            "the CRI log file only; set it false, or drop the vm handler",
+            key="crio.runtime.log_to_journald",
+        )
     if handler.allowed_annotations:
         raise ConfigError(
             "runtime_type 'vm' honours none of these annotations (a pod VM has its own "

@@ -141,3 +141,16 @@ def test_a_vm_handler_refuses_no_pivot() -> None:
     handler = RuntimeHandler(runtime_type="vm", accel="tcg")  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match=r"crio\.runtime\.no_pivot: runtime handler clear"):
         plugins.runtime("clear", handler, cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("cgroup_manager", "systemd"), ("log_to_journald", True)]
+)
+def test_a_vm_handler_refuses_node_keys_it_cannot_honour(key: str, value: object) -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    cfg = config.Config()
+    setattr(cfg.crio.runtime, key, value)
+    handler = RuntimeHandler(runtime_type="vm", accel="tcg")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=rf"crio\.runtime\.{key}: runtime handler clear"):
+        plugins.runtime("clear", handler, cfg)
