@@ -48,12 +48,13 @@ MNT_DETACH = 0x2
 #: family changes every thread of the process, where only the calling one must change).
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "setgroups": 116, "setresuid": 117, "setresgid": 119},
-    "aarch64": {"pivot_root": 41, "setgroups": 159, "setresuid": 147, "setresgid": 149},
 }
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SIOCGIFFLAGS = 0x8913
@@ -144,6 +145,11 @@ def drop_thread_privileges(uid: int, gid: int, last_cap: int) -> None:
     _syscall("setresgid", gid, gid, gid)
     _syscall("setresuid", uid, uid, uid)
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def set_seccomp_filter(prog_address: int) -> None:
+    """Install a classic-BPF seccomp filter (``struct sock_fprog *``) on the calling thread."""
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, prog_address, 0, 0), "seccomp")
 
 
 def dumpable() -> int:

@@ -13,8 +13,9 @@ catatonit, in its ``-P`` pause mode) in two throwaway threads:
    run directory, binds the binary on ``/pause`` in it and pivots into it:
    the host's filesystem is detached from the namespace. It then drops every
    capability from its bounding and ambient sets, becomes uid and gid 65535
-   with no supplementary groups and sets no_new_privs (for this thread only:
-   raw system calls), and posix_spawns ``/pause -P`` with an empty
+   with no supplementary groups, sets no_new_privs and installs a seccomp
+   filter (_seccomp.py; all for this thread only: raw system calls), and
+   posix_spawns ``/pause -P`` with an empty
    environment, stdio closed, every descriptor crio may have without
    close-on-exec closed, all signals at their defaults, in a session of its
    own. The process is PID 1 of a new PID namespace, and has no capability.
@@ -26,8 +27,8 @@ catatonit, in its ``-P`` pause mode) in two throwaway threads:
    read-only.
 
 A container sharing the namespace sees, as ``/proc/1``: an empty read-only
-root and cwd, an empty environment, no capabilities, one descriptor (its
-signalfd), and a uid its own processes rarely have (ptrace and most of
+root and cwd, an empty environment, no capabilities, a seccomp filter, one
+descriptor (its signalfd), and a uid and gid its own processes rarely have (ptrace and most of
 ``/proc/1`` are closed to other uids without CAP_SYS_PTRACE).
 
 Positive evidence that a process is a pause process this crio made (for a
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crio.errors import ConfigError, OCIRuntimeError
-from crio_plugins.runtime_runc import _linux
+from crio_plugins.runtime_runc import _linux, _seccomp
 from crio_plugins.runtime_runc._proc import process_start
 from crio_plugins.runtime_runc.cgroups import Hierarchies
 from crio_plugins.runtime_runc.namespaces import run_in_new_thread
@@ -123,8 +124,9 @@ class PauseProcess:
 
 
 def supported() -> bool:
-    """Whether this machine can start pause processes (known raw system call numbers)."""
-    return _linux.raw_syscalls_known()
+    """Whether this machine can start pause processes (x86_64: the raw system call numbers
+    and the seccomp filter are known for it alone)."""
+    return _linux.raw_syscalls_known() and _seccomp.supported()
 
 
 def is_static_executable(path: str) -> bool:
@@ -219,6 +221,7 @@ def _spawn(spec: PauseSpec) -> int:
     _linux.umount(".", _linux.MNT_DETACH)
     os.chdir("/")
     _linux.drop_thread_privileges(PAUSE_ID, PAUSE_ID, last_cap)
+    _seccomp.install()  # this thread's too: it only returns and ends now
     return os.posix_spawn(
         _EXECUTABLE,
         list(ARGV),
