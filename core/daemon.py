@@ -38,6 +38,7 @@ from crio.server import HANDLERS
 from crio.server._reconcile import reconcile
 from crio.server._restore import restore
 from crio.server.deps import Deps
+from crio.server.sandbox_stop import stop_ended_pods
 from crio.server.service import generic_handlers
 from crio.state.owner import StateOwner
 from crio.state.store import StateStore
@@ -326,6 +327,7 @@ async def _serve_owned(
     await restore(deps)
     # Finish what a crash interrupted and release what no record names (logged one by one).
     released = await reconcile(deps, repair=True)
+    await stop_ended_pods(deps)
     metrics.started(len(parts.state.sandboxes()), len(parts.state.containers()), len(released))
     await asyncio.to_thread(_write_version_file, version_file)
     api = config.crio.api

@@ -276,6 +276,17 @@ class Runtime(Protocol):
         reports STOPPED with a reason saying so. Never touches a running one.
         """
 
+    def sandbox_ended(self, pod_sandbox_id: str) -> str:
+        """Why the pod's sandbox can no longer hold containers, or "" while it can.
+
+        A sandbox ends when the process or machine it depends on is gone: the
+        pause process that holds a shared PID namespace, a pod's VM. Pinned
+        namespaces alone never end. Core asks after :meth:`restore_sandbox`:
+        a pod whose sandbox ended while crio was down (or while a
+        StopPodSandbox was cut short) is stopped and reported NOTREADY, as
+        the kubelet expects of a pod whose sandbox died. Cheap, no I/O wait.
+        """
+
     async def create_sandbox(self, spec: SandboxSpec) -> PodNamespaces:
         """Create the pod's namespaces (pinned, no process needed) and cgroup.
 

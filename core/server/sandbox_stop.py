@@ -7,7 +7,7 @@ import dataclasses
 import logging
 
 from crio.api import api_pb2 as api
-from crio.errors import NotFoundError
+from crio.errors import CrioError, NotFoundError
 from crio.server._common import publish, runtime_of, sandbox_event, state_of
 from crio.server._cri_in import require
 from crio.server._lifecycle import stop_container_locked
@@ -16,7 +16,7 @@ from crio.server.sandbox_run import pod_network
 from crio.state.hub import EventKind
 from crio.state.records import ContainerState, SandboxRecord, SandboxState
 
-__all__ = ["stop_pod_locked", "stop_pod_sandbox"]
+__all__ = ["stop_ended_pods", "stop_pod_locked", "stop_pod_sandbox"]
 
 log = logging.getLogger("crio.server")
 
@@ -73,3 +73,46 @@ async def stop_pod_sandbox(
     async with state.pod_lock(pod.pod_sandbox_id).exclusive():
         await stop_pod_locked(deps, state.sandbox(pod.pod_sandbox_id))
     return api.StopPodSandboxResponse()
+
+
+def _why_ended(deps: Deps, pod: SandboxRecord) -> str:
+    """Why a ready pod can no longer hold containers ("" while it can)."""
+    state = state_of(deps)
+    if pod.infra_container_id:
+        try:
+            infra = state.container(pod.infra_container_id)
+        except NotFoundError:
+            return "its infra container has no record"
+        if infra.state is ContainerState.EXITED:
+            return "its infra container has exited"
+    runtime = deps.runtimes.get(pod.runtime_handler)
+    return runtime.sandbox_ended(pod.pod_sandbox_id) if runtime is not None else ""
+
+
+async def stop_ended_pods(deps: Deps) -> list[str]:
+    """At start-up, after restore and reconcile: stop every ready pod whose sandbox
+    ended while crio was down (its pause process, infra container or VM is gone,
+    or a StopPodSandbox was cut short after killing it). The kubelet then sees it
+    NOTREADY and makes the pod again, instead of creating containers in a pod
+    that cannot hold them. Returns the ids stopped."""
+    state = state_of(deps)
+    stopped = []
+    for pod in state.sandboxes():
+        if pod.state is not SandboxState.READY:
+            continue
+        reason = _why_ended(deps, pod)
+        if not reason:
+            continue
+        log.warning(
+            "pod sandbox %s: %s while crio was down; stopping the pod (NOTREADY)",
+            pod.pod_sandbox_id,
+            reason,
+        )
+        try:
+            async with state.pod_lock(pod.pod_sandbox_id).exclusive():
+                await stop_pod_locked(deps, state.sandbox(pod.pod_sandbox_id))
+        except CrioError as exc:
+            log.error("pod sandbox %s could not be stopped: %s", pod.pod_sandbox_id, exc)
+            continue
+        stopped.append(pod.pod_sandbox_id)
+    return stopped

@@ -311,6 +311,12 @@ class ClearRuntime:
                 pod.watch(vm)
         return PodNamespaces(network=pod.netns if os.path.exists(pod.netns) else None)
 
+    def sandbox_ended(self, pod_sandbox_id: str) -> str:
+        pod = self.pods.get(pod_sandbox_id)
+        if pod is None or (pod.vm is not None and not pod.vm.died.done()):
+            return ""
+        return "its VM has ended" if not pod.stopped else "its VM was shut down"
+
     async def stop_sandbox(self, pod_sandbox_id: str) -> None:
         pod = self.pods.get(pod_sandbox_id)
         if pod is None:

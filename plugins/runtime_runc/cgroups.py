@@ -182,21 +182,36 @@ class Hierarchies:
     def make(self, cgroup_path: str) -> None:
         """Make cgroupfs path ``cgroup_path`` in every hierarchy, with its missing levels
         (as runc does for a container: a new v1 cpuset level gets its parent's CPUs and
-        memory nodes, or no process may join it)."""
+        memory nodes, or no process may join it).
+
+        Pods made at the same time share their parent levels: a level another
+        thread has just made may still have an empty cpuset (its maker fills it
+        right after), so an existing level's cpuset is filled here too (joining an
+        empty one fails with ENOSPC); a level another pod's removal has just taken
+        away is made again.
+        """
         parts = [p for p in cgroup_path.split("/") if p]
         for mount_point in self.mount_points():
-            path = mount_point
-            for part in parts:
-                parent, path = path, f"{path}/{part}"
+            for attempt in range(3):
                 try:
-                    os.mkdir(path, 0o755)
-                except FileExistsError:
-                    continue
-                if mount_point == self.v1.get("cpuset"):
-                    for name in ("cpuset.cpus", "cpuset.mems"):
-                        if not _read(f"{path}/{name}").strip():
-                            with open(f"{path}/{name}", "w") as handle:
-                                handle.write(_read(f"{parent}/{name}"))
+                    self._make_levels(mount_point, parts)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+
+    def _make_levels(self, mount_point: str, parts: list[str]) -> None:
+        cpuset = mount_point == self.v1.get("cpuset")
+        path = mount_point
+        for part in parts:
+            parent, path = path, f"{path}/{part}"
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o755)
+            if cpuset:
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if not _read(f"{path}/{name}").strip():
+                        with open(f"{path}/{name}", "w") as handle:
+                            handle.write(_read(f"{parent}/{name}"))
 
     def attach(self, pid: int, cgroup_path: str) -> None:
         """Move process ``pid`` into ``cgroup_path`` (made by :meth:`make`) everywhere."""

@@ -304,6 +304,9 @@ class RuncRuntime(RuncProcessControl):
     async def start_sandbox(self, pod_sandbox_id: str, network: Mapping[str, Any]) -> None:
         await self.sandboxes.start(pod_sandbox_id)
 
+    def sandbox_ended(self, pod_sandbox_id: str) -> str:
+        return self.sandboxes.ended(pod_sandbox_id)
+
     async def stop_sandbox(self, pod_sandbox_id: str) -> None:
         ours = [c for c in self._containers.values() if c.pod_sandbox_id == pod_sandbox_id]
         await asyncio.gather(*(self.stop_container(c.container_id, 0) for c in ours))

@@ -224,7 +224,8 @@ class Sandboxes:
         found = await asyncio.to_thread(pause.find, pod.pause_pin, pod.pause_pid, pod.pause_start)
         watch = pause.PauseWatch.attach(found) if found is not None else None
         if watch is None:
-            log.warning("pod sandbox %s: its pause process is gone", pod.pod_sandbox_id)
+            # Core stops the pod if it was still ready (sandbox_ended); a stopped pod's is.
+            log.info("pod sandbox %s: its pause process is gone", pod.pod_sandbox_id)
             return
         self._pauses[pod.pod_sandbox_id] = watch
         pod.pause_pid, pod.pause_start = found.pid, found.start  # type: ignore[union-attr]
@@ -239,6 +240,17 @@ class Sandboxes:
         watch = self._pauses.get(pod_sandbox_id)
         if watch is not None:
             await watch.kill(self.stop_timeout)
+
+    def ended(self, pod_sandbox_id: str) -> str:
+        """Why the pod can no longer hold containers ("" while it can): its pause process
+        (the init of the PID namespace its containers join) is gone."""
+        pod = self._pods.get(pod_sandbox_id)
+        if pod is None or not pod.pause_pin or pod_sandbox_id in self._starting:
+            return ""
+        watch = self._pauses.get(pod_sandbox_id)
+        if watch is None or watch.ended.is_set():
+            return "its pause process (the init of its shared PID namespace) has ended"
+        return ""
 
     def pause_pid(self, pod_sandbox_id: str) -> int:
         watch = self._pauses.get(pod_sandbox_id)

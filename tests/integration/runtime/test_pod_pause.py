@@ -120,6 +120,28 @@ def test_the_pause_process_lives_through_a_crash_and_dies_with_its_pod(node: Nod
     assert not (node.base / "ns" / "pidns" / pod_id).exists()
 
 
+def test_a_pod_whose_pause_process_ended_while_crio_was_down_comes_back_notready(
+    node: Node,
+) -> None:
+    """Its PID namespace can hold no new process: the kubelet must see the pod dead
+    (and make it again) rather than create containers that runc cannot start."""
+    pod_id = node.cri.run_pod(node.pod(pid=api.POD), runtime_handler="runc")
+    cid = node.cri.create(pod_id, container_config("c", security=_shared()), start=True)
+    (pid,) = pause_processes(node.base)
+    other = node.cri.run_pod(node.pod(pid=api.POD), runtime_handler="runc")
+    node.restart(signal.SIGKILL, between=lambda: os.kill(pid, signal.SIGKILL))
+    assert node.cri.pod_status(pod_id).state == api.SANDBOX_NOTREADY
+    assert node.cri.pod_status(other).state == api.SANDBOX_READY  # its pause still runs
+    (ctr,) = node.cri.containers(pod_sandbox_id=pod_id)
+    assert ctr.id == cid and ctr.state == api.CONTAINER_EXITED
+    assert f"pod sandbox {pod_id}: its pause process" in node.crio.log_text()
+    for pod in (pod_id, other):
+        node.cri.stop_pod(pod)
+        node.cri.remove_pod(pod)
+    assert pause_processes(node.base) == {}
+    assert not (node.base / "ns" / "pidns" / pod_id).exists()
+
+
 def _start_pause(namespaces_dir: Path, run_dir: Path, cgroup: str) -> pause.PauseProcess:
     """A real pause process, as crio starts one, that no record of any crio names."""
     pod_id = secrets.token_hex(32)
