@@ -23,6 +23,7 @@ from crio.oci.hooks import HookDirs, HookFileError, inject, matching
 from crio.oci.runtime import ContainerSpec, NamespaceMode, PodNamespaces
 from crio.oci.spec import build_spec, parse_signal
 from crio.server._common import Undo, begin_intent, runtime_of, state_of, store_of
+from crio.server._cri_in import file_path
 from crio.server._images import settings
 from crio.state.intents import Intent, Operation
 from crio.state.records import ContainerRecord, SandboxRecord
@@ -108,6 +109,8 @@ def _log_path(deps: Deps, pod: SandboxRecord, container_id: str, relative: str) 
     path = os.path.normpath(os.path.join(base, relative or f"{container_id}.log"))
     if not path.startswith(base.rstrip("/") + "/"):
         raise InvalidRequestError(f"CreateContainer: config.log_path {relative!r} leaves {base}")
+    # Each part fits on its own; together with the pod's log_directory it must too.
+    file_path(path, "config.log_path (joined to the pod's log_directory)", "CreateContainer")
     return path
 
 

@@ -163,6 +163,30 @@ MAX_ARG_STRLEN = 32 * 4096
 MAX_ARGS_TOTAL = 1024 * 1024
 
 
+#: The longest name of one directory entry (every Linux file system crio runs on).
+NAME_MAX = 255
+
+
+def file_path(value: str, field_name: str, rpc: str) -> None:
+    """Refuse a path no file system takes (PATH_MAX bytes in all, NAME_MAX per
+    component, no NUL), naming the field; it would otherwise fail deep inside the
+    runtime or its monitor (conmon's argv: E2BIG) as an internal error."""
+    encoded = value.encode("utf-8", "surrogateescape")
+    if "\0" in value:
+        raise InvalidRequestError(f"{rpc}: {field_name} contains a NUL byte")
+    if len(encoded) >= PATH_MAX:
+        raise InvalidRequestError(
+            f"{rpc}: {field_name} is {len(encoded)} bytes long; a path has fewer than "
+            f"{PATH_MAX}"
+        )
+    for component in encoded.split(b"/"):
+        if len(component) > NAME_MAX:
+            raise InvalidRequestError(
+                f"{rpc}: {field_name} has a component of {len(component)} bytes; a file "
+                f"name has at most {NAME_MAX}"
+            )
+
+
 def argv(values: Sequence[str], field_name: str, rpc: str, executable: bool = True) -> None:
     """Refuse a command no exec could run, naming the field; such input would otherwise
     reach the runtime, whose error echoes it back (runc's over 64 KiB of it deadlocks
@@ -207,6 +231,7 @@ def container_request(config: api.ContainerConfig) -> ContainerRequest:
             f"{rpc}: config.log_path {config.log_path!r} must be relative to the pod's "
             "log_directory and stay inside it"
         )
+    file_path(config.log_path, "config.log_path", rpc)
     argv(config.command, "config.command", rpc)
     argv(config.args, "config.args", rpc, executable=not config.command)
     argv([f"{kv.key}={kv.value}" for kv in config.envs], "config.envs", rpc, executable=False)

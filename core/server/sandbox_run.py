@@ -116,6 +116,7 @@ def _validate(config: api.PodSandboxConfig, cgroup_manager: str = "cgroupfs") ->
         raise InvalidRequestError(
             f"{RPC}: config.log_directory {config.log_directory!r} is not an absolute path"
         )
+    _cri_in.file_path(config.log_directory, "config.log_directory", RPC)
     _check_cgroup_parent(config.linux.cgroup_parent, cgroup_manager)
 
 

@@ -131,3 +131,35 @@ def test_exec_commands_fit_execve_or_are_refused(cmd: list[str]) -> None:
 def test_non_ascii_basic_auth_is_refused_naming_the_field() -> None:
     with pytest.raises(CrioError, match=r"auth\.auth"):
         credentials(api.AuthConfig(auth="ééé"))
+
+
+@pytest.mark.parametrize(
+    ("log_path", "words"),
+    [
+        ("é" * 70_000, "4096"),  # the fuzz's case: conmon's argv failed with E2BIG
+        ("a/" * 2100, "4096"),
+        ("d/" + "x" * 256 + ".log", "component of 260 bytes"),
+    ],
+)
+def test_a_log_path_no_file_system_takes_is_refused_naming_the_field(
+    log_path: str, words: str
+) -> None:
+    config = api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="c"),
+        image=api.ImageSpec(image="busybox"),
+        command=["true"],
+        log_path=log_path,
+    )
+    with pytest.raises(CrioError, match=r"config\.log_path") as refused:
+        _cri_in.container_request(config)
+    assert words in str(refused.value)
+
+
+def test_a_log_path_of_255_byte_names_is_taken() -> None:
+    config = api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="c"),
+        image=api.ImageSpec(image="busybox"),
+        command=["true"],
+        log_path="d/" + "x" * 251 + ".log",
+    )
+    assert _cri_in.container_request(config).log_path.endswith(".log")
