@@ -215,7 +215,11 @@ def test_a_corrupt_blob_leaves_nothing(
                 assert _snapshot(dirs) == before, (kind, layer)
 
     asyncio.run(run())
-    assert _check(_crio(dirs, registry)) == (0, "crio check: 0 problem(s)\n")
+    crio = _crio(dirs, registry)
+    try:
+        assert _check(crio) == (0, "crio check: 0 problem(s)\n")
+    finally:
+        crio.cleanup()  # its private directories (crio check made no process)
 
 
 def _layers_json(root: Path) -> list[dict[str, object]]:
