@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -582,6 +581,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("file does not exist", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+    import tomllib  # only when there is a file: a node on the defaults has none (~4 ms)
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
