@@ -67,7 +67,7 @@ from support.daemon import CrioProcess
 from support.images import busybox_rootfs_tar, write_oci_layout
 from support.readme import README, Block, Node, Replay, parse_blocks, write_files
 from support.registry import Registry, skopeo_push
-from support.vm import TEST_TEMPLATES, vm_assets_or_skip
+from support.vm import templates_dir, vm_assets_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +153,7 @@ def _node_tables(base: Path, registry: Registry, vm_roots: list[Path]) -> dict[s
     }
     for root in vm_roots:
         # The VM tests' shared templates: the first module to need one builds it.
-        private = {"runtime_root": str(root), "template_dir": str(TEST_TEMPLATES)}
+        private = {"runtime_root": str(root), "template_dir": str(templates_dir())}
         tables[f"crio.runtime.runtimes.{root.name}"] = private
     return tables
 

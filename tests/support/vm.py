@@ -23,7 +23,9 @@ __all__ = [
     "TEST_TEMPLATES",
     "LoopThread",
     "busybox_rootfs",
+    "prune_template_dirs",
     "shared_templates",
+    "templates_dir",
     "vm_assets_or_skip",
 ]
 
@@ -43,6 +45,63 @@ TEST_TEMPLATES = Path(
         + hashlib.sha256(str(Path(__file__).resolve().parents[2]).encode()).hexdigest()[:10],
     )
 )
+
+
+#: In a checkout's template directory: the checkout it serves, so that another run can
+#: tell when that checkout is gone (a CI clone removed after its run).
+CHECKOUT_RECORD = "checkout"
+_pruned = False
+
+
+def templates_dir() -> Path:
+    """:data:`TEST_TEMPLATES`, marked as this checkout's; once per process, the
+    directories of checkouts that are gone are pruned (see :func:`prune_template_dirs`)."""
+    global _pruned
+    if not _pruned and "CRIO_TEST_VM_TEMPLATES" not in os.environ:
+        _pruned = True
+        checkout = Path(__file__).resolve().parents[2]
+        TEST_TEMPLATES.mkdir(parents=True, exist_ok=True)
+        (TEST_TEMPLATES / CHECKOUT_RECORD).write_text(f"{checkout}\n")
+        prune_template_dirs(TEST_TEMPLATES)
+    return TEST_TEMPLATES
+
+
+def prune_template_dirs(own: Path) -> list[str]:
+    """Remove the template directories beside ``own`` whose checkout is gone.
+
+    Each checkout has a directory (its agent differs, hence its keys), and a
+    clean clone per CI run would otherwise leave one more (120-250 MB) per run.
+    A sibling is one of ours by its name (``own``'s prefix, in the tests' own
+    cache directory). It is dead when the checkout its :data:`CHECKOUT_RECORD`
+    names no longer exists, or when it has none (made before the record
+    existed). Its templates go through the template store's own clean-up, which
+    skips any template a running crio holds, and the directory goes only once
+    nothing else is left in it. Returns what was removed.
+    """
+    from crio_plugins.runtime_clear import _template_store
+
+    prefix = own.name.rsplit("-", 1)[0] + "-"
+    removed: list[str] = []
+    for sibling in sorted(own.parent.glob(prefix + "*")):
+        if sibling == own or not sibling.is_dir():
+            continue
+        record = sibling / CHECKOUT_RECORD
+        try:
+            checkout = record.read_text().strip()
+        except FileNotFoundError:
+            checkout = ""
+        except OSError:
+            continue
+        if checkout and Path(checkout).is_dir():
+            continue
+        # No key is kept: every template nobody holds is removed.
+        removed += _template_store.clean(sibling, keep="0" * 64)
+        if any(path.name != CHECKOUT_RECORD for path in sibling.iterdir()):
+            continue  # a template in use, or something that is not ours: left alone
+        record.unlink(missing_ok=True)
+        sibling.rmdir()
+        removed.append(str(sibling))
+    return removed
 
 
 def vm_assets_or_skip() -> Any:
@@ -72,7 +131,7 @@ def shared_templates(tables: dict[str, dict[str, Any]]) -> None:
     """Give every ``runtime_type = "vm"`` handler without a ``template_dir`` the tests' one."""
     for name, keys in tables.items():
         if name.startswith("crio.runtime.runtimes.") and keys.get("runtime_type") == "vm":
-            keys.setdefault("template_dir", str(TEST_TEMPLATES))
+            keys.setdefault("template_dir", str(templates_dir()))
 
 
 def busybox_rootfs(target: Path, commands: tuple[str, ...] = ()) -> Path:

@@ -248,6 +248,41 @@ def test_templates_of_other_keys_go_only_when_nobody_uses_them(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == [KEY[:24], "unrelated"]
 
 
+def test_the_tests_prune_template_dirs_of_checkouts_that_are_gone(tmp_path: Path) -> None:
+    from support.vm import CHECKOUT_RECORD, prune_template_dirs
+
+    cache = tmp_path / "crio-test"
+    own, live, gone, old, busy = (
+        cache / f"vm-templates-{tag}" for tag in ("own", "live", "gone", "old", "busy")
+    )
+    checkout = tmp_path / "live-checkout"
+    checkout.mkdir()
+    for directory, names in (
+        (own, None),
+        (live, checkout),
+        (gone, tmp_path / "removed-clone"),
+        (old, None),  # made before the record existed
+        (busy, tmp_path / "removed-clone"),
+    ):
+        directory.mkdir(parents=True)
+        _complete(directory, KEY)
+        if names is not None:
+            (directory / CHECKOUT_RECORD).write_text(f"{names}\n")
+    (cache / "systemd-guest").mkdir()  # another cache: not a template directory
+    user = _hold_in_child(busy / f"{KEY[:24]}.lock")  # a crio still restores from it
+    try:
+        removed = prune_template_dirs(own)
+    finally:
+        user.communicate(b"")
+    assert sorted(p for p in removed if not p.startswith("VM template")) == [str(gone), str(old)]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "systemd-guest", "vm-templates-busy", "vm-templates-live", "vm-templates-own"
+    ]  # fmt: skip
+    assert (live / KEY[:24] / store.MARKER).is_file() and (own / KEY[:24]).is_dir()
+    assert (busy / KEY[:24]).is_dir()
+    assert prune_template_dirs(own) == [f"VM template {busy / KEY[:24]}", str(busy)]
+
+
 def test_a_killed_build_is_removed_once_nobody_builds(tmp_path: Path) -> None:
     stale = store.build_dir(tmp_path, KEY)
     builder = _hold_in_child(tmp_path / f"{KEY[:24]}.build.lock")  # shared, but held
