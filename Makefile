@@ -25,7 +25,7 @@ INSTALL_VARS = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)
 	UNITDIR="$(UNITDIR)" MANDIR="$(MANDIR)" SYSTEM_PYTHON="$(SYSTEM_PYTHON)" \
 	PIP_INSTALL_FLAGS="$(PIP_INSTALL_FLAGS)"
 
-.PHONY: run test prepare install uninstall deb venv host vm-assets docs systemd-guest lint \
+.PHONY: run test prepare install uninstall deb venv host vm-assets docs systemd-guest prometheus lint \
 	proto-check clean
 
 run: prepare
@@ -37,7 +37,7 @@ test: prepare
 	$(BIN)/pytest -q $(PYTEST_FLAGS)
 
 # Everything `make run` and `make test` need on this machine (was `make install`).
-prepare: deb venv host vm-assets docs systemd-guest
+prepare: deb venv host vm-assets docs systemd-guest prometheus
 
 install:
 	$(INSTALL_VARS) hack/install.sh
@@ -85,6 +85,12 @@ docs: venv
 systemd-guest: vm-assets
 	@cd tests && ../$(BIN)/python -m support.systemd_guest || \
 		echo "warning: no systemd guest image; tests/integration/systemd will skip"
+
+# Debian's prometheus and promtool, unpacked (not installed) under /var/tmp/crio-test for
+# the metrics tests; cheap when present. Not fatal: without them that test skips, saying why.
+prometheus: venv
+	@cd tests && ../$(BIN)/python -m support.prometheus || \
+		echo "warning: no prometheus for the tests; the scrape by Debian's prometheus will skip"
 
 lint: venv
 	$(BIN)/ruff check core plugins tests bench hack

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +163,42 @@ def test_unix_socket_and_chosen_collectors(tmp_path: Path) -> None:
     finally:
         stop_node(node)
     assert not Path(sock).exists()
+
+
+def test_debians_prometheus_scrapes_what_crio_serves(tmp_path: Path) -> None:
+    """The real consumer: Debian's promtool lints the exposition, and Debian's prometheus
+    scrapes crio over TCP and stores the same values crio served."""
+    from support import prometheus
+
+    try:
+        _, promtool = prometheus.ensure()
+    except prometheus.PrometheusUnavailable as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    node = start_node({"crio.metrics": {"enable_metrics": True, "metrics_port": port}})
+    try:
+        for _ in range(3):
+            node.cri.pods()
+        rpc_error(node.cri.status, "no-such-container")
+        body, served = scrape(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        lint = subprocess.run(
+            [str(promtool), "check", "metrics"], input=body, capture_output=True, text=True
+        )
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+        with prometheus.running({"crio": f"127.0.0.1:{port}"}, tmp_path / "prometheus") as server:
+            target = server.wait_for_scrape("crio", after=time.time())
+            assert (target["health"], target["lastError"]) == ("up", ""), target
+            names = ("crio_grpc_requests_total", "crio_storage_images", "crio_containers")
+            stored = {name: server.query(f'{name}{{job="crio"}}') for name in names}
+    finally:
+        stop_node(node)
+    # Scrapes add no RPCs, so the values stood still between crio's answer and prometheus'.
+    for name, series in stored.items():
+        ours = {labels: v for (sample, labels), v in served.items() if sample == name}
+        theirs = {
+            tuple(pair for pair in labels if pair[0] not in ("instance", "job")): v
+            for labels, v in series.items()
+        }
+        assert ours and theirs == ours, (name, ours, theirs)
+    assert value(served, "crio_grpc_requests_total", rpc="ListPodSandbox", code="OK") == 3
+    assert value(served, "crio_grpc_requests_total", rpc="ContainerStatus", code="NOT_FOUND") == 1
