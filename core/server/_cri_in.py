@@ -176,8 +176,7 @@ def file_path(value: str, field_name: str, rpc: str) -> None:
         raise InvalidRequestError(f"{rpc}: {field_name} contains a NUL byte")
     if len(encoded) >= PATH_MAX:
         raise InvalidRequestError(
-            f"{rpc}: {field_name} is {len(encoded)} bytes long; a path has fewer than "
-            f"{PATH_MAX}"
+            f"{rpc}: {field_name} is {len(encoded)} bytes long; a path has fewer than {PATH_MAX}"
         )
     for component in encoded.split(b"/"):
         if len(component) > NAME_MAX:

@@ -149,4 +149,3 @@ def apply(changes: Sequence[Change]) -> None:
 def interface_index(name: str) -> int:
     with open(f"/sys/class/net/{name}/ifindex") as handle:
         return int(handle.read())
-

@@ -81,7 +81,7 @@ def _check(name: str, value: Any) -> str | None:
         return None if ok else f"got {value!r}, expected a positive number of seconds"
     if name == "vm_template":
         ok = isinstance(value, bool) or value == "auto"
-        return None if ok else f"got {value!r}, expected true, false or \"auto\""
+        return None if ok else f'got {value!r}, expected true, false or "auto"'
     if name == "kernel_args":
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         return None if ok else f"got {value!r}, expected a list of non-empty strings"

@@ -70,9 +70,7 @@ def device_name(prefix: str, layer_hash: str) -> str:
     return f"{prefix}-{layer_hash or 'base'}"
 
 
-def pool_table(
-    data_sectors: int, metadata_dev: str, data_dev: str, block_sectors: int
-) -> str:
+def pool_table(data_sectors: int, metadata_dev: str, data_dev: str, block_sectors: int) -> str:
     """The table of a thin pool that skips zeroing new blocks (every filesystem writes
     its blocks before reading them), as containers/storage makes it."""
     return (

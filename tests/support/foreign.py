@@ -60,7 +60,7 @@ class ForeignContainer:
         assert proc.returncode == 0, (self.base / f"{self.container_id}.log").read_text()
 
     def status(self) -> str:
-        """"running", "stopped", ... or "gone" when the runtime no longer knows it."""
+        """ "running", "stopped", ... or "gone" when the runtime no longer knows it."""
         proc = self._run("state", self.container_id, check=False)
         if proc.returncode != 0:
             return "gone"

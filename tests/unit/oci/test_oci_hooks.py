@@ -150,4 +150,3 @@ def test_hook_dirs_read_again_when_a_directory_changes(tmp_path: Path) -> None:
         hooks.current()
     path.unlink()
     assert hooks.current() == []
-

@@ -56,8 +56,7 @@ def test_other_status_lines_are_refused(line: str) -> None:
 def test_metadata_files_are_what_containers_storage_writes() -> None:
     info = DeviceInfo("ab" * 32, 3, 10737418240, 5)
     assert info.to_json() == (
-        b'{"device_id":3,"size":10737418240,"transaction_id":5,'
-        b'"initialized":false,"deleted":false}'
+        b'{"device_id":3,"size":10737418240,"transaction_id":5,"initialized":false,"deleted":false}'
     )
     assert DeviceInfo.from_json("ab" * 32, info.to_json()) == info
     deviceset = DeviceSetInfo(3, "a6ae-uuid", "xfs")
