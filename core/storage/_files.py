@@ -11,7 +11,12 @@ processes notice that they must reload.
 POSIX locks belong to a process, not to a descriptor, so within one process
 a :class:`threading.Lock` per lock file orders the holders (coroutines or
 threads; it is not re-entrant), and each lock file is opened once per
-process and never closed.
+process. Closing any descriptor of a file drops every POSIX lock the process
+has on it, so a lock file is closed only when the last of its users in the
+process is done with it (:meth:`LockFile.close`): a store's four lock files
+when the last store on that root closes, a layer's marker when its write
+ends. (Kept open for ever, a daemon would hold one descriptor per layer it
+ever pulled, and a closed store's files would keep its file system busy.)
 """
 
 from __future__ import annotations
@@ -44,16 +49,41 @@ class LockFile:
         self.path = path
         self._mutex = threading.Lock()
         self._fd = -1
+        #: Callers of :meth:`at` that have not called :meth:`close` yet.
+        self._users = 0
 
     @classmethod
     def at(cls, path: Path) -> LockFile:
-        """The process-wide lock object for ``path`` (created on first use)."""
+        """The process-wide lock object for ``path`` (created on first use).
+
+        Every call counts as one user until it calls :meth:`close`.
+        """
         path = Path(os.path.abspath(path))
         with _registry_lock:
             lock = _registry.get(path)
             if lock is None:
                 lock = _registry[path] = cls(path)
+            lock._users += 1
             return lock
+
+    def close(self) -> None:
+        """This user is done with the lock file, and does not hold it.
+
+        The last user closes the descriptor; the next :meth:`at` opens the
+        file again. Left open while somebody in the process holds the lock.
+        """
+        with _registry_lock:
+            self._users -= 1
+            if self._users > 0 or not self._mutex.acquire(blocking=False):
+                return
+            try:
+                if _registry.get(self.path) is self:
+                    del _registry[self.path]
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+            finally:
+                self._mutex.release()
 
     def _open(self) -> int:
         if self._fd < 0:

@@ -110,7 +110,11 @@ class _LayerWriter:
         if layer_id is None:
             layer_id = ops.layer_id_for(parent, diff_digest) if diff_digest else ops.random_id()
         marker = LockFile.at(self.incomplete_dir / f"{layer_id}.lock")
-        await marker.acquire()
+        try:
+            await marker.acquire()
+        except BaseException:
+            marker.close()
+            raise
         pending = PendingLayer(self, layer_id, parent, tuple(names), marker)  # type: ignore[arg-type]
         try:
             async with self._locked(layers=True):
@@ -215,6 +219,7 @@ class PendingLayer:
         if marker is not None:
             marker.path.unlink(missing_ok=True)
             marker.release()
+            marker.close()
 
     async def abort(self) -> None:
         """Remove what was created of the layer; it never reaches ``layers.json``.

@@ -133,6 +133,7 @@ class Store(_LayerWriter, _Catalog):
         )
         self._mounts_lock = LockFile.at(self.run_layers_dir / "mountpoints.lock")
         self._mounts_path = self.run_layers_dir / "mountpoints.json"
+        self._closed = False
 
     # -- opening ---------------------------------------------------------
 
@@ -170,24 +171,38 @@ class Store(_LayerWriter, _Catalog):
             for path in image_store_paths(options, chosen.name, [str(p) for p in image_stores])
         ]
         store = cls(root, runroot, chosen, shared)
-        for ro in shared:
-            if not await ro.check():
-                log.info("read-only image store %s (%s)", ro.root, chosen.name)
-        for path in (
-            store.layers_dir,
-            store.images_dir,
-            store.containers_dir,
-            store.run_layers_dir,
-            store.run_containers_dir,
-        ):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (root / "storage.lock").touch(exist_ok=True)
-        if repair:
-            await store.repair()
+        try:
+            for ro in shared:
+                if not await ro.check():
+                    log.info("read-only image store %s (%s)", ro.root, chosen.name)
+            for path in (
+                store.layers_dir,
+                store.images_dir,
+                store.containers_dir,
+                store.run_layers_dir,
+                store.run_containers_dir,
+            ):
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (root / "storage.lock").touch(exist_ok=True)
+            if repair:
+                await store.repair()
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def close(self) -> None:
-        await self.driver.cleanup()
+        """Release the driver and this store's use of its lock files; the store is
+        not used after this."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.driver.cleanup()
+        finally:
+            for lock in (self._layers.lock, self._images.lock, self._containers.lock):
+                lock.close()
+            self._mounts_lock.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -240,6 +255,7 @@ class Store(_LayerWriter, _Catalog):
                     continue
                 marker = LockFile.at(self.incomplete_dir / f"{layer_id}.lock")
                 if not marker.try_acquire():
+                    marker.close()
                     continue  # being applied by a live process
                 try:
                     log.warning("removing layer %s left half-applied by a crashed writer", layer_id)
@@ -248,6 +264,7 @@ class Store(_LayerWriter, _Catalog):
                     removed.append(layer_id)
                 finally:
                     marker.release()
+                    marker.close()
         return removed
 
     def unfinished_writes(self) -> list[Path]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -228,5 +230,42 @@ def test_a_failing_blob_source_keeps_its_error_and_leaves_nothing(tmp_path: Path
             await store.put_layer(broken())
         assert await store.layers() == []
         assert list((tmp_path / "root/vfs/dir").iterdir()) == []
+
+    run(go())
+
+
+def _open_files_under(path: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):
+                found.append(target)
+    return sorted(found)
+
+
+def test_no_descriptor_outlives_a_layer_write_or_the_last_store(tmp_path: Path) -> None:
+    """A daemon writes layers for ever: each one's lock file used to stay open (deleted)."""
+
+    async def go() -> None:
+        store = await _open(tmp_path)
+        other = await _open(tmp_path)  # a second store on the same root in this process
+        for n in range(5):
+            await put_image(store, [layer_tar({f"f{n}": b"x" * n})], name=f"localhost/t{n}:1")
+        blob = gzip_bytes(busybox_rootfs_tar())
+        await asyncio.gather(
+            *[store.put_layer(blob, diff_digest=digest(busybox_rootfs_tar())) for _ in range(3)]
+        )
+        names = ["containers.lock", "images.lock", "layers.lock", "mountpoints.lock"]
+        assert sorted(Path(p).name for p in _open_files_under(tmp_path)) == names
+        await store.close()
+        assert sorted(Path(p).name for p in _open_files_under(tmp_path)) == names  # other's
+        assert len(await other.images()) == 5  # its locks still work
+        await other.close()
+        assert _open_files_under(tmp_path) == []
+        reopened = await _open(tmp_path)
+        await put_image(reopened, [layer_tar({"again": b"y"})], name="localhost/again:1")
+        await reopened.close()
+        assert _open_files_under(tmp_path) == []
 
     run(go())
