@@ -40,8 +40,11 @@ def nfs_export(export: Path, client: Path, read_only: bool = True) -> Iterator[P
     _sh("mountpoint -q /proc/fs/nfsd || mount -t nfsd nfsd /proc/fs/nfsd")
     mode = "ro" if read_only else "rw"
     _sh(f"exportfs -o {mode},no_root_squash,no_subtree_check,fsid=0,insecure 127.0.0.1:{export}")
+    mountd = ""
     try:
-        _sh("pgrep -x rpc.mountd >/dev/null || rpc.mountd --no-udp -N 3")
+        if not _sh("pgrep -x rpc.mountd || true").strip():
+            _sh("rpc.mountd --no-udp -N 3")
+            mountd = _sh("pgrep -x rpc.mountd").split()[0]  # ours: stopped at the end
         _sh("rpc.nfsd --no-udp -N 3 4")
         _sh(f"mount -t nfs4 -o {mode},vers=4.2 127.0.0.1:/ {client}")
         try:
@@ -51,3 +54,5 @@ def nfs_export(export: Path, client: Path, read_only: bool = True) -> Iterator[P
     finally:
         subprocess.run(["exportfs", "-ua"], check=False)
         subprocess.run(["rpc.nfsd", "0"], check=False)
+        if mountd:
+            subprocess.run(["kill", mountd], check=False)
