@@ -68,6 +68,11 @@ AGENT_DIR = ".agent"
 MEMORY_TOKEN = "@MEMORY@"
 #: How long a broken agent channel waits for the supervisor's report of the VM's death.
 DEATH_REPORT_GRACE = 3.0
+#: How long a reattaching crio waits for the agent's answer on one connection, and in all.
+#: A connection made while the guest had not yet seen the previous crio's go (a crash
+#: and a quick restart, under load) can stay unanswered; a new one is a clean start.
+REATTACH_ANSWER = 5.0
+REATTACH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +352,33 @@ class VM:
         except ProcessLookupError:
             raise OCIRuntimeError(f"VM {spec.run_dir.name}: its supervisor is gone") from None
         vm = cls(spec, accel, supervisor_pid, _pidfd_exit(pidfd))
+        deadline = time.monotonic() + REATTACH_TIMEOUT
         try:
-            vm.agent = await AgentClient.connect(
-                spec.run_dir / "agent.sock", vm.name, alive=lambda: not vm.died.done(), timeout=10
-            )
-            vm.agent.default_listener = listener  # before the first event is read
-            vm.agent.last_seq = after_seq
-            vm.ready = await vm.call("ping")
+            while True:
+                vm.agent = await AgentClient.connect(
+                    spec.run_dir / "agent.sock",
+                    vm.name,
+                    alive=lambda: not vm.died.done(),
+                    timeout=10,
+                )
+                vm.agent.default_listener = listener  # before the first event is read
+                vm.agent.last_seq = after_seq
+                try:
+                    vm.ready = await asyncio.wait_for(vm.call("ping"), REATTACH_ANSWER)
+                    break
+                except TimeoutError:
+                    after_seq = vm.agent.last_seq  # whatever this connection delivered
+                    await vm.agent.close()
+                    vm.agent = None
+                    if time.monotonic() > deadline:
+                        raise OCIRuntimeError(
+                            f"VM {vm.name}: its agent did not answer in {REATTACH_TIMEOUT:g}s"
+                        ) from None
+                    log.warning(
+                        "VM %s: no answer from its agent in %gs; connecting again",
+                        vm.name,
+                        REATTACH_ANSWER,
+                    )
             resumed = await vm.call("resume", after=after_seq)
             log.debug("VM %s: resumed after event %d: %s", vm.name, after_seq, resumed)
             if not resumed["complete"]:
