@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,33 +112,40 @@ class Prometheus:
             for item in result
         }
 
-    def wait_for_scrape(self, job: str, after: float, timeout: float = 60) -> dict[str, Any]:
-        """The job's target once a scrape that started after ``after`` (epoch seconds)
-        has finished; its ``health`` and ``lastError`` say how it went."""
+    def wait_for_scrape(self, job: str, timeout: float = 60) -> dict[str, Any]:
+        """The job's target once its first scrape has finished (this server scrapes
+        nothing made before it started); its ``health`` and ``lastError`` say how it went."""
+        found: list[dict[str, Any]] = []
+
+        def scraped() -> bool:
+            found[:] = [
+                target
+                for target in self.api("targets", state="active")["activeTargets"]
+                if target["labels"].get("job") == job and target.get("health") != "unknown"
+            ]
+            return bool(found)
+
+        self.until(scraped, f"a scrape of {job}", timeout)
+        return found[0]
+
+    def until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Poll ``condition()`` while the server runs. :raises AssertionError: it is not
+        true in ``timeout`` seconds, or the server exited (with the end of its log)."""
         deadline = time.monotonic() + timeout
-        while True:
-            for target in self.api("targets", state="active")["activeTargets"]:
-                if target["labels"].get("job") != job:
-                    continue
-                scraped = target.get("lastScrape", "")
-                if scraped and not scraped.startswith("0001") and _epoch(scraped) > after:
-                    return target
+        while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise AssertionError(
-                    f"prometheus did not scrape {job}; its log:\n{self.log.read_text()[-2000:]}"
+                    f"prometheus: no {what}; its log:\n{self.log.read_text()[-2000:]}"
                 )
-            time.sleep(0.2)
+            time.sleep(0.1)
 
 
-def _epoch(rfc3339: str) -> float:
-    """Prometheus' ``lastScrape`` (RFC 3339 with nanoseconds) in epoch seconds."""
-    from datetime import datetime
-
-    stamp, _, fraction = rfc3339.partition(".")
-    digits = "".join(c for c in fraction if c.isdigit())
-    zone = fraction[len(digits) :] or "Z"
-    base = datetime.fromisoformat(stamp + (zone if zone != "Z" else "+00:00"))
-    return base.timestamp() + (float(f"0.{digits}") if digits else 0.0)
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -175,17 +182,7 @@ def running(targets: dict[str, str], work: Path, interval: str = "1s") -> Iterat
         )
     server = Prometheus(port, process, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"prometheus did not get ready:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        server.until(lambda: _ready(port), "readiness")
         yield server
     finally:
         process.terminate()
